@@ -1,0 +1,203 @@
+"""The training loop: one compiled program (``jit`` of nested ``lax.scan``) returning θ and history.
+
+An epoch is a scan over shuffled mini-batches (or a single full-batch step); a chunk is a scan over
+``spec.chunk`` epochs. The host calls the same compiled chunk repeatedly: between calls it may show
+progress, and it stops once the loop reports ``done`` (all epochs run, or the tolerance met). Once
+done, later epochs inside a chunk leave the state unchanged, so every chunk has one fixed shape.
+
+All float hyperparameters travel in ``hyper`` as arrays: changing their values reuses the compiled
+program, and ``vmap`` can batch over them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lrexp import data as data_mod
+from lrexp import model, optim
+
+
+@dataclass(frozen=True)
+class LoopSpec:
+    """The static structure of a training run: changing any field compiles a new program."""
+
+    optimizer: str
+    schedule: str
+    optimizer_static: tuple[tuple[str, Any], ...] = ()
+    schedule_static: tuple[tuple[str, Any], ...] = ()
+    batch_size: int | None = None  # None: one full-batch step per epoch
+    epochs: int = 1
+    chunk: int = 1  # epochs per compiled call
+
+    def steps_per_epoch(self, n_train: int) -> int:
+        return 1 if self.batch_size is None else -(-n_train // self.batch_size)
+
+
+class Hyper(NamedTuple):
+    """Float hyperparameters as arrays (a pytree: jit-traced, vmap-able)."""
+
+    optimizer: Mapping[str, jax.Array]  # lr and the optimizer's float knobs
+    schedule: Mapping[str, jax.Array]  # the schedule's float knobs
+    tol: jax.Array  # stop when the train MSE changes by less between epochs; -inf = never
+
+
+class State(NamedTuple):
+    theta: jax.Array  # θ̃ = [θ0, θ1..θM]
+    opt_state: Any
+    step: jax.Array  # optimizer steps taken
+    epoch: jax.Array  # epochs run
+    mse: jax.Array  # train MSE after the last epoch
+    done: jax.Array  # all epochs run, or the tolerance met
+    stop_epoch: jax.Array  # epoch at which the tolerance was met; -1 if never
+
+
+class History(NamedTuple):
+    """One row per epoch (per step in full-batch mode); row 0 is the starting point."""
+
+    train_tsse: Any
+    train_mse: Any
+    test_mse: Any
+    lr: Any
+    grad_norm: Any
+    theta: Any  # (rows, M+1)
+
+
+class FitResult(NamedTuple):
+    theta: np.ndarray  # final θ̃
+    history: History  # numpy arrays, rows 0..epochs_run
+    epochs_run: int
+    stop_epoch: int | None  # epoch at which the tolerance was met
+    steps: int  # optimizer steps taken
+
+
+def make_hyper(optimizer: Mapping[str, float], schedule: Mapping[str, float], tol: float | None,
+               dtype: Any) -> Hyper:
+    """Pack float knobs as arrays of the training dtype."""
+    def cast(d):
+        return {k: jnp.asarray(v, dtype) for k, v in d.items()}
+    return Hyper(cast(optimizer), cast(schedule), jnp.asarray(-jnp.inf if tol is None else tol, dtype))
+
+
+def _transform(spec: LoopSpec, hyper: Hyper, n_train: int):
+    total_steps = spec.epochs * spec.steps_per_epoch(n_train)
+    opt = dict(hyper.optimizer)
+    schedule = optim.make_schedule(spec.schedule, opt.pop("lr"), hyper.schedule,
+                                   dict(spec.schedule_static), total_steps)
+    tx = optim.make_optimizer(spec.optimizer, schedule, opt, dict(spec.optimizer_static))
+    return tx, schedule
+
+
+def _evaluate(theta, X, y, X_test, y_test):
+    """Full train TSSE and gradient norm, train and test MSE at θ̃."""
+    loss, grad = model.tsse_and_grad(theta, X, y)
+    test_mse = model.tsse(theta, X_test, y_test) / y_test.shape[0]
+    return loss, loss / y.shape[0], test_mse, jnp.linalg.norm(grad)
+
+
+@partial(jax.jit, static_argnames="spec")
+def init_state(theta0: jax.Array, X: jax.Array, y: jax.Array, hyper: Hyper, *,
+               spec: LoopSpec) -> State:
+    """The state before the first step: θ̃0, a fresh optimizer state, the starting train MSE."""
+    tx, _ = _transform(spec, hyper, X.shape[0])
+    mse = model.tsse(theta0, X, y) / y.shape[0]
+    int0 = jnp.zeros((), jnp.int32)
+    return State(theta0, tx.init(theta0), int0, int0, mse, jnp.zeros((), bool), int0 - 1)
+
+
+@partial(jax.jit, static_argnames="spec")
+def run_chunk(state: State, X, y, X_test, y_test, hyper: Hyper, key: jax.Array, *,
+              spec: LoopSpec) -> tuple[State, History]:
+    """Run ``spec.chunk`` epochs from ``state``; return the new state and their history rows."""
+    n = X.shape[0]
+    tx, schedule = _transform(spec, hyper, n)
+    loss_fn = partial(model.tsse, X=X, y=y)
+
+    def sgd_step(carry, batch):
+        theta, opt_state = carry
+        idx, mask = batch
+        _, grad = model.tsse_and_grad(theta, X[idx], y[idx], mask.astype(X.dtype))
+        updates, opt_state = tx.update(grad, opt_state, theta)
+        return (optax.apply_updates(theta, updates), opt_state), None
+
+    def full_step(theta, opt_state):
+        value, grad = model.tsse_and_grad(theta, X, y)
+        if spec.optimizer in optim.LINE_SEARCH:
+            updates, opt_state = tx.update(grad, opt_state, theta, value=value, grad=grad,
+                                           value_fn=loss_fn)
+        else:
+            updates, opt_state = tx.update(grad, opt_state, theta)
+        return optax.apply_updates(theta, updates), opt_state
+
+    def train_epoch(s: State) -> State:
+        if spec.batch_size is None:
+            theta, opt_state = full_step(s.theta, s.opt_state)
+        else:
+            batches = data_mod.epoch_batches(jax.random.fold_in(key, s.epoch), n, spec.batch_size)
+            (theta, opt_state), _ = jax.lax.scan(sgd_step, (s.theta, s.opt_state), batches)
+        return s._replace(theta=theta, opt_state=opt_state,
+                          step=s.step + spec.steps_per_epoch(n), epoch=s.epoch + 1)
+
+    def epoch(s: State, _):
+        new = jax.lax.cond(s.done, lambda s: s, train_epoch, s)
+        loss, mse, test_mse, grad_norm = _evaluate(new.theta, X, y, X_test, y_test)
+        met_tol = ~s.done & (jnp.abs(s.mse - mse) < hyper.tol)
+        new = new._replace(
+            mse=mse,
+            done=s.done | met_tol | (new.epoch >= spec.epochs),
+            stop_epoch=jnp.where(met_tol, new.epoch, new.stop_epoch),
+        )
+        lr = schedule(jnp.maximum(new.step - 1, 0))
+        return new, History(loss, mse, test_mse, lr, grad_norm, new.theta)
+
+    return jax.lax.scan(epoch, state, None, length=spec.chunk)
+
+
+@jax.jit
+def _start_row(theta, X, y, X_test, y_test):
+    return _evaluate(theta, X, y, X_test, y_test)
+
+
+def chunk_epochs(n_train: int, steps_per_epoch: int, epochs: int, work: float = 2e7) -> int:
+    """Epochs per compiled call: about ``work`` row-visits, so a call takes well under a second."""
+    per_epoch = 2 * n_train + 200 * steps_per_epoch
+    return max(1, min(epochs, math.floor(work / per_epoch)))
+
+
+def fit(X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, *, spec: LoopSpec,
+        hyper: Hyper, key: jax.Array, dtype: Any = jnp.float32,
+        on_chunk: Callable[[int, History], None] | None = None) -> FitResult:
+    """Train θ̃ from zeros on (X, y), evaluating on (X_test, y_test) after every epoch.
+
+    ``on_chunk(epochs_done, rows)`` is called on the host after each compiled chunk, with that
+    chunk's history rows, for progress display. It never runs inside the compiled loop.
+    """
+    X, y, X_test, y_test = (jnp.asarray(a, dtype) for a in (X, y, X_test, y_test))
+    theta = jnp.zeros(X.shape[1] + 1, dtype)
+    state = init_state(theta, X, y, hyper, spec=spec)
+    loss, mse, test_mse, grad_norm = _start_row(theta, X, y, X_test, y_test)
+    lr0 = _transform(spec, hyper, X.shape[0])[1](jnp.zeros((), jnp.int32))
+    rows = [History(*(jnp.reshape(v, (1, *jnp.shape(v))) for v in
+                      (loss, mse, test_mse, lr0, grad_norm, theta)))]
+    for _ in range(-(-spec.epochs // spec.chunk)):
+        state, chunk = run_chunk(state, X, y, X_test, y_test, hyper, key, spec=spec)
+        rows.append(chunk)
+        epoch, done = jax.device_get((state.epoch, state.done))  # one host sync per chunk
+        if on_chunk is not None:
+            on_chunk(int(epoch), jax.device_get(chunk))
+        if done:
+            break
+    epochs_run = int(state.epoch)
+    history = History(*(np.concatenate([np.asarray(r[i]) for r in rows])[: epochs_run + 1]
+                        for i in range(len(History._fields))))
+    stop = int(state.stop_epoch)
+    return FitResult(np.asarray(state.theta), history, epochs_run, stop if stop >= 0 else None,
+                     int(state.step))

@@ -1,0 +1,136 @@
+"""MLflow tracking: the only module that imports mlflow. It takes plain values, never configs.
+
+Metrics go to the store in batches (one ``log_batch`` call carries up to 1000 values), never one
+``log_metric`` call per step; non-finite values are left out rather than stored as ±1.8e308.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.entities import Metric
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, Schema
+
+MAX_PARAM_KEY = 250
+MAX_PARAM_VALUE = 6000
+
+
+def resolve_uri(uri: str, base_dir: str | Path) -> str:
+    """Make a relative ``sqlite:///`` path absolute in ``base_dir`` (the launch directory)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str((Path(base_dir) / uri[len(prefix):]).resolve())
+    return uri
+
+
+def experiment_id(uri: str, name: str) -> str:
+    """Return the id of experiment ``name``, creating it if needed (never via set_experiment)."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except mlflow.exceptions.MlflowException:  # created by another process meanwhile
+        return client.get_experiment_by_name(name).experiment_id
+
+
+@contextmanager
+def run(uri: str, experiment: str, run_name: str, tags: Mapping[str, str]) -> Iterator[str]:
+    """Open one MLflow run and yield its id; it ends FINISHED, or FAILED if the block raises."""
+    mlflow.set_tracking_uri(uri)
+    exp_id = experiment_id(uri, experiment)
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=dict(tags)) as active:
+        yield active.info.run_id
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested mappings to dotted keys: {"optimizer": {"lr": 0.1}} → {"optimizer.lr": 0.1}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log params within MLflow's limits: keys cut to 250 characters, values to 6000."""
+    clean = {str(k)[:MAX_PARAM_KEY]: ("null" if v is None else str(v))[:MAX_PARAM_VALUE]
+             for k, v in params.items()}
+    mlflow.log_params(clean)
+
+
+def log_metrics(run_id: str, series: Mapping[str, Sequence[float]],
+                scalars: Mapping[str, float]) -> int:
+    """Log curves (value i at step i) and summary scalars in batches; return how many were kept."""
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, float(v), now, step)
+               for key, values in series.items()
+               for step, v in enumerate(np.asarray(values, dtype=np.float64).tolist())
+               if math.isfinite(v)]
+    metrics += [Metric(k, float(v), now, 0) for k, v in scalars.items()
+                if v is not None and math.isfinite(float(v))]
+    client = MlflowClient()
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i:i + 1000], synchronous=True)
+    return len(metrics)
+
+
+def log_dataset(frame: pd.DataFrame, *, name: str, source: str, target: str,
+                context: str = "training") -> None:
+    """Record the data set used (name, digest, source) as the run's input.
+
+    ``source`` is a file path for loaded data, else a description of the generator that made it.
+    """
+    is_file = Path(source).is_file()
+    origin = Path(source).resolve().as_uri() if is_file else CodeDatasetSource({"generator": source})
+    with warnings.catch_warnings():  # MLflow registers two local-file sources of the same name
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        dataset = mlflow.data.from_pandas(frame, source=origin, targets=target, name=name)
+    mlflow.log_input(dataset, context=context)
+
+
+def log_json(obj: Any, artifact_file: str) -> None:
+    mlflow.log_text(json.dumps(obj, indent=2), artifact_file)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    mlflow.log_text(text, artifact_file)
+
+
+def log_figure(figure: Any, artifact_file: str) -> None:
+    mlflow.log_figure(figure, artifact_file)
+
+
+def log_model(theta: np.ndarray, features: Sequence[str], example: pd.DataFrame) -> str:
+    """Log θ as a pyfunc model with an explicit signature; return its model URI."""
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("double", f) for f in features]),
+        outputs=Schema([ColSpec("double")]),
+    )
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+        model_config={"features": list(features), "bias": float(theta[0]),
+                      "weights": [float(w) for w in theta[1:]]},
+        signature=signature,
+        input_example=example,
+        pip_requirements=[f"mlflow=={mlflow.__version__}", "numpy", "pandas"],
+    )
+    return info.model_uri
