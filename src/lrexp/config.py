@@ -1,9 +1,9 @@
 """Typed configuration: dataclass schemas in Hydra's ConfigStore, and value checks.
 
 The dataclasses hold the types; the YAML files under ``conf/`` hold the values and extend these
-schemas (``defaults: [<name>_schema]``), so a wrong type or an unknown key fails while Hydra composes
-the config, with the key named. Ranges cannot be expressed as types, so :func:`validate` checks them
-after composition and before anything is created.
+schemas (``defaults: [<name>_schema]``), so a wrong type or an unknown key fails while Hydra
+composes the config, with the key named. Ranges cannot be expressed as types, so :func:`validate`
+checks them after composition and before anything is created.
 """
 
 from __future__ import annotations
@@ -152,11 +152,19 @@ class Config:
 SCHEMAS: dict[str, dict[str, type]] = {
     "data": {"linear": LinearData, "collinear": CollinearData, "csv": CsvData},
     "optimizer": {
-        "sgd": Sgd, "momentum": Momentum, "nesterov": Momentum, "adam": Adam, "adamw": AdamW,
-        "rmsprop": RmsProp, "adagrad": Adagrad, "lbfgs": Lbfgs,
+        "sgd": Sgd,
+        "momentum": Momentum,
+        "nesterov": Momentum,
+        "adam": Adam,
+        "adamw": AdamW,
+        "rmsprop": RmsProp,
+        "adagrad": Adagrad,
+        "lbfgs": Lbfgs,
     },
     "schedule": {
-        "constant": Constant, "exponential": Exponential, "cosine": Cosine,
+        "constant": Constant,
+        "exponential": Exponential,
+        "cosine": Cosine,
         "warmup_cosine": WarmupCosine,
     },
     "train": {"default": TrainConfig},
@@ -204,30 +212,43 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "memory_size": _COUNT,
     "transition_steps": _COUNT,
     "decay_rate": _POSITIVE,
-    "decay_steps": _rule(lambda v: v is None or (isinstance(v, int) and v >= 1),
-                         "must be null (all steps) or an integer >= 1"),
+    "decay_steps": _rule(
+        lambda v: v is None or (isinstance(v, int) and v >= 1),
+        "must be null (all steps) or an integer >= 1",
+    ),
     "alpha": _rule(lambda v: _finite(v) and 0 <= v <= 1, "must be a number in [0, 1]"),
     "warmup_steps": _rule(lambda v: isinstance(v, int) and v >= 0, "must be an integer >= 0"),
     "n": _rule(lambda v: isinstance(v, int) and v >= 2, "must be an integer >= 2"),
     "noise": _NON_NEGATIVE,
     "bias": _rule(_finite, "must be a finite number"),
-    "weights": _rule(lambda v: len(v) >= 1 and all(_finite(w) for w in v),
-                     "must be a non-empty list of finite numbers"),
+    "weights": _rule(
+        lambda v: len(v) >= 1 and all(_finite(w) for w in v),
+        "must be a non-empty list of finite numbers",
+    ),
     "collinearity": _UNIT,
     "path": _rule(lambda v: bool(v), "must name a CSV file"),
     "target": _rule(lambda v: bool(v), "must name the target column"),
-    "features": _rule(lambda v: v is None or (len(v) >= 1 and len(set(v)) == len(v)),
-                      "must be null (all other columns) or a non-empty list of distinct names"),
+    "features": _rule(
+        lambda v: v is None or (len(v) >= 1 and len(set(v)) == len(v)),
+        "must be null (all other columns) or a non-empty list of distinct names",
+    ),
     "epochs": _COUNT,
-    "batch_size": _rule(lambda v: v is None or (isinstance(v, int) and v >= 1),
-                        "must be null (full batch) or an integer >= 1"),
-    "steps": _rule(lambda v: v is None or (isinstance(v, int) and v >= 1),
-                   "must be null (use train.epochs) or an integer >= 1"),
-    "tol": _rule(lambda v: v is None or (_finite(v) and v >= 0),
-                 "must be null (off) or a finite number >= 0"),
+    "batch_size": _rule(
+        lambda v: v is None or (isinstance(v, int) and v >= 1),
+        "must be null (full batch) or an integer >= 1",
+    ),
+    "steps": _rule(
+        lambda v: v is None or (isinstance(v, int) and v >= 1),
+        "must be null (use train.epochs) or an integer >= 1",
+    ),
+    "tol": _rule(
+        lambda v: v is None or (_finite(v) and v >= 0), "must be null (off) or a finite number >= 0"
+    ),
     "test_fraction": _rule(lambda v: _finite(v) and 0 < v < 1, "must be a number in (0, 1)"),
-    "folds": _rule(lambda v: v is None or (isinstance(v, int) and v >= 2),
-                   "must be null (single split) or an integer >= 2"),
+    "folds": _rule(
+        lambda v: v is None or (isinstance(v, int) and v >= 2),
+        "must be null (single split) or an integer >= 2",
+    ),
     "dtype": _rule(lambda v: v in ("float32", "float64"), "must be one of: float32, float64"),
     "seed": _rule(lambda v: isinstance(v, int) and 0 <= v < 2**63, "must be an integer >= 0"),
     "experiment": _rule(lambda v: bool(v.strip()), "must be a non-empty experiment name"),
@@ -235,7 +256,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 
 def to_object(cfg: DictConfig) -> Config:
-    """Convert a composed DictConfig into typed dataclasses (the edge between Hydra and the core)."""
+    """Convert a composed DictConfig into typed dataclasses: the edge between Hydra and the core."""
     obj = OmegaConf.to_object(cfg)
     assert isinstance(obj, Config)
     return obj
@@ -247,8 +268,9 @@ def validate(cfg: Config, base_dir: str | Path = ".") -> None:
         node = getattr(cfg, group)
         assert is_dataclass(node)
         if group in ("data", "optimizer", "schedule") and node.name not in SCHEMAS[group]:
-            raise ConfigError(f"{group}.name", node.name,
-                              f"must be one of: {', '.join(sorted(SCHEMAS[group]))}")
+            raise ConfigError(
+                f"{group}.name", node.name, f"must be one of: {', '.join(sorted(SCHEMAS[group]))}"
+            )
         for f in fields(node):
             value = getattr(node, f.name)
             if f.name in RULES:
@@ -257,32 +279,56 @@ def validate(cfg: Config, base_dir: str | Path = ".") -> None:
                     raise ConfigError(f"{group}.{f.name}", value, allowed)
     data, train = cfg.data, cfg.train
     if isinstance(data, LinearData) and data.n < len(data.weights) + 2:
-        raise ConfigError("data.n", data.n, f"must exceed the number of features + 1 "
-                          f"({len(data.weights) + 1}) so that the least-squares fit is determined")
+        raise ConfigError(
+            "data.n",
+            data.n,
+            f"must exceed the number of features + 1 "
+            f"({len(data.weights) + 1}) so that the least-squares fit is determined",
+        )
     if isinstance(data, CsvData):
         path = Path(base_dir, data.path)
         if not path.is_file():
-            raise ConfigError("data.path", data.path, f"must be an existing CSV file "
-                              f"(looked for {path.resolve()})")
+            raise ConfigError(
+                "data.path",
+                data.path,
+                f"must be an existing CSV file (looked for {path.resolve()})",
+            )
         if data.features and data.target in data.features:
-            raise ConfigError("data.features", data.features,
-                              f"must not contain the target column {data.target!r}")
+            raise ConfigError(
+                "data.features",
+                data.features,
+                f"must not contain the target column {data.target!r}",
+            )
     if train.steps is not None and train.batch_size is not None:
-        raise ConfigError("train.steps", train.steps, "applies to full-batch training only "
-                          "(train.batch_size=null); with mini-batches use train.epochs")
+        raise ConfigError(
+            "train.steps",
+            train.steps,
+            "applies to full-batch training only "
+            "(train.batch_size=null); with mini-batches use train.epochs",
+        )
 
 
 def validate_sizes(cfg: Config, *, n_rows: int, n_features: int, n_train: int) -> None:
     """Check the values that depend on the loaded data's size."""
     if n_rows < n_features + 2:
-        raise ConfigError("data", f"{n_rows} rows x {n_features} features",
-                          f"needs at least {n_features + 2} rows for {n_features} features")
+        raise ConfigError(
+            "data",
+            f"{n_rows} rows x {n_features} features",
+            f"needs at least {n_features + 2} rows for {n_features} features",
+        )
     if cfg.train.folds is not None and cfg.train.folds > n_rows:
-        raise ConfigError("train.folds", cfg.train.folds, f"must be <= the number of rows ({n_rows})")
+        raise ConfigError(
+            "train.folds", cfg.train.folds, f"must be <= the number of rows ({n_rows})"
+        )
     if n_train < n_features + 1:
-        raise ConfigError("train.test_fraction" if cfg.train.folds is None else "train.folds",
-                          cfg.train.test_fraction if cfg.train.folds is None else cfg.train.folds,
-                          f"leaves {n_train} training rows; at least {n_features + 1} are needed")
+        raise ConfigError(
+            "train.test_fraction" if cfg.train.folds is None else "train.folds",
+            cfg.train.test_fraction if cfg.train.folds is None else cfg.train.folds,
+            f"leaves {n_train} training rows; at least {n_features + 1} are needed",
+        )
     if cfg.train.batch_size is not None and cfg.train.batch_size > n_train:
-        raise ConfigError("train.batch_size", cfg.train.batch_size,
-                          f"must be <= the number of training rows ({n_train}), or null")
+        raise ConfigError(
+            "train.batch_size",
+            cfg.train.batch_size,
+            f"must be <= the number of training rows ({n_train}), or null",
+        )

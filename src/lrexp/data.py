@@ -38,8 +38,15 @@ class Dataset:
     true_theta: np.ndarray | None = None  # [bias, w_1..w_M] when the generator is known
 
 
-def make_linear(key: jax.Array, *, n: int, bias: float, weights: list[float], noise: float,
-                collinearity: float = 0.0) -> Dataset:
+def make_linear(
+    key: jax.Array,
+    *,
+    n: int,
+    bias: float,
+    weights: list[float],
+    noise: float,
+    collinearity: float = 0.0,
+) -> Dataset:
     """Draw y = bias + X·w + noise·ε; features share one latent factor with the given correlation.
 
     With ``collinearity = c`` each feature is ``√c·z + √(1−c)·e_j`` for a shared ``z`` and
@@ -54,15 +61,18 @@ def make_linear(key: jax.Array, *, n: int, bias: float, weights: list[float], no
     y = bias + X @ w + noise * jax.random.normal(k_noise, (n,), dtype=jnp.float64)
     kind = "linear" if collinearity == 0 else "collinear"
     return Dataset(
-        X=np.asarray(X), y=np.asarray(y),
-        feature_names=tuple(f"x{j + 1}" for j in range(m)), target_name="y", name=kind,
+        X=np.asarray(X),
+        y=np.asarray(y),
+        feature_names=tuple(f"x{j + 1}" for j in range(m)),
+        target_name="y",
+        name=kind,
         source=f"lrexp:{kind}(n={n}, noise={noise}, collinearity={collinearity})",
         true_theta=np.asarray([bias, *weights], dtype=np.float64),
     )
 
 
 def load_csv(path: str | Path, *, target: str, features: list[str] | None = None) -> Dataset:
-    """Read numeric columns from a CSV file with a header row; every bad cell is reported by place."""
+    """Read numeric columns from a CSV file with a header row; report any bad cell by place."""
     path = Path(path)
     with path.open(newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.reader(fh))
@@ -77,8 +87,9 @@ def load_csv(path: str | Path, *, target: str, features: list[str] | None = None
     names = [h for h in header if h != target] if features is None else list(features)
     missing = [f for f in names if f not in header]
     if missing:
-        raise DataError("data.features", features, f"{missing} not among the columns of "
-                        f"{path.name}: {header}")
+        raise DataError(
+            "data.features", features, f"{missing} not among the columns of {path.name}: {header}"
+        )
     if not names:
         raise DataError("data.features", features, f"{path.name} has no column besides the target")
     if len(rows) < 2:
@@ -88,8 +99,11 @@ def load_csv(path: str | Path, *, target: str, features: list[str] | None = None
     for i, row in enumerate(rows[1:]):
         line = i + 2  # 1-based, after the header
         if len(row) != len(header):
-            raise DataError("data.path", str(path), f"line {line} has {len(row)} fields, "
-                            f"the header has {len(header)}")
+            raise DataError(
+                "data.path",
+                str(path),
+                f"line {line} has {len(row)} fields, the header has {len(header)}",
+            )
         for j, c in enumerate(cols):
             cell = row[c].strip()
             try:
@@ -97,11 +111,21 @@ def load_csv(path: str | Path, *, target: str, features: list[str] | None = None
             except ValueError:
                 v = math.nan
             if not math.isfinite(v):
-                raise DataError("data.path", str(path), f"column {header[c]!r}, line {line}: "
-                                f"{cell!r} is not a finite number (missing values are not allowed)")
+                raise DataError(
+                    "data.path",
+                    str(path),
+                    f"column {header[c]!r}, line {line}: "
+                    f"{cell!r} is not a finite number (missing values are not allowed)",
+                )
             values[i, j] = v
-    return Dataset(X=values[:, :-1], y=values[:, -1], feature_names=tuple(names),
-                   target_name=target, name=path.stem, source=str(path.resolve()))
+    return Dataset(
+        X=values[:, :-1],
+        y=values[:, -1],
+        feature_names=tuple(names),
+        target_name=target,
+        name=path.stem,
+        source=str(path.resolve()),
+    )
 
 
 class Standardizer(NamedTuple):
@@ -118,8 +142,12 @@ class Standardizer(NamedTuple):
         scale = X.std(axis=0)
         constant = [n for n, s in zip(names, scale, strict=True) if not s > 0]
         if constant:
-            raise DataError("data.features", list(names), f"column(s) {constant} are constant in "
-                            "the training rows and cannot be standardized: drop them")
+            raise DataError(
+                "data.features",
+                list(names),
+                f"column(s) {constant} are constant in "
+                "the training rows and cannot be standardized: drop them",
+            )
         return Standardizer(X.mean(axis=0), scale)
 
     def apply(self, X: np.ndarray) -> np.ndarray:
@@ -155,8 +183,10 @@ def split_indices(key: jax.Array, n: int, test_fraction: float) -> tuple[np.ndar
 def fold_indices(key: jax.Array, n: int, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Shuffle once and cut into ``folds`` near-equal parts; each part in turn is the test set."""
     parts = np.array_split(np.asarray(jax.random.permutation(key, n)), folds)
-    return [(np.sort(np.concatenate(parts[:i] + parts[i + 1:])), np.sort(p))
-            for i, p in enumerate(parts)]
+    return [
+        (np.sort(np.concatenate(parts[:i] + parts[i + 1 :])), np.sort(p))
+        for i, p in enumerate(parts)
+    ]
 
 
 def min_train_rows(n: int, test_fraction: float, folds: int | None) -> int:

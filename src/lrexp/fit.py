@@ -79,19 +79,25 @@ class FitResult(NamedTuple):
     steps: int  # optimizer steps taken
 
 
-def make_hyper(optimizer: Mapping[str, float], schedule: Mapping[str, float], tol: float | None,
-               dtype: Any) -> Hyper:
+def make_hyper(
+    optimizer: Mapping[str, float], schedule: Mapping[str, float], tol: float | None, dtype: Any
+) -> Hyper:
     """Pack float knobs as arrays of the training dtype."""
+
     def cast(d):
         return {k: jnp.asarray(v, dtype) for k, v in d.items()}
-    return Hyper(cast(optimizer), cast(schedule), jnp.asarray(-jnp.inf if tol is None else tol, dtype))
+
+    return Hyper(
+        cast(optimizer), cast(schedule), jnp.asarray(-jnp.inf if tol is None else tol, dtype)
+    )
 
 
 def _transform(spec: LoopSpec, hyper: Hyper, n_train: int):
     total_steps = spec.epochs * spec.steps_per_epoch(n_train)
     opt = dict(hyper.optimizer)
-    schedule = optim.make_schedule(spec.schedule, opt.pop("lr"), hyper.schedule,
-                                   dict(spec.schedule_static), total_steps)
+    schedule = optim.make_schedule(
+        spec.schedule, opt.pop("lr"), hyper.schedule, dict(spec.schedule_static), total_steps
+    )
     tx = optim.make_optimizer(spec.optimizer, schedule, opt, dict(spec.optimizer_static))
     return tx, schedule
 
@@ -104,8 +110,9 @@ def _evaluate(theta, X, y, X_test, y_test):
 
 
 @partial(jax.jit, static_argnames="spec")
-def init_state(theta0: jax.Array, X: jax.Array, y: jax.Array, hyper: Hyper, *,
-               spec: LoopSpec) -> State:
+def init_state(
+    theta0: jax.Array, X: jax.Array, y: jax.Array, hyper: Hyper, *, spec: LoopSpec
+) -> State:
     """The state before the first step: θ̃0, a fresh optimizer state, the starting train MSE."""
     tx, _ = _transform(spec, hyper, X.shape[0])
     mse = model.tsse(theta0, X, y) / y.shape[0]
@@ -114,8 +121,9 @@ def init_state(theta0: jax.Array, X: jax.Array, y: jax.Array, hyper: Hyper, *,
 
 
 @partial(jax.jit, static_argnames="spec")
-def run_chunk(state: State, X, y, X_test, y_test, hyper: Hyper, key: jax.Array, *,
-              spec: LoopSpec) -> tuple[State, History]:
+def run_chunk(
+    state: State, X, y, X_test, y_test, hyper: Hyper, key: jax.Array, *, spec: LoopSpec
+) -> tuple[State, History]:
     """Run ``spec.chunk`` epochs from ``state``; return the new state and their history rows."""
     n = X.shape[0]
     tx, schedule = _transform(spec, hyper, n)
@@ -131,8 +139,9 @@ def run_chunk(state: State, X, y, X_test, y_test, hyper: Hyper, key: jax.Array, 
     def full_step(theta, opt_state):
         value, grad = model.tsse_and_grad(theta, X, y)
         if spec.optimizer in optim.LINE_SEARCH:
-            updates, opt_state = tx.update(grad, opt_state, theta, value=value, grad=grad,
-                                           value_fn=loss_fn)
+            updates, opt_state = tx.update(
+                grad, opt_state, theta, value=value, grad=grad, value_fn=loss_fn
+            )
         else:
             updates, opt_state = tx.update(grad, opt_state, theta)
         return optax.apply_updates(theta, updates), opt_state
@@ -143,8 +152,12 @@ def run_chunk(state: State, X, y, X_test, y_test, hyper: Hyper, key: jax.Array, 
         else:
             batches = data_mod.epoch_batches(jax.random.fold_in(key, s.epoch), n, spec.batch_size)
             (theta, opt_state), _ = jax.lax.scan(sgd_step, (s.theta, s.opt_state), batches)
-        return s._replace(theta=theta, opt_state=opt_state,
-                          step=s.step + spec.steps_per_epoch(n), epoch=s.epoch + 1)
+        return s._replace(
+            theta=theta,
+            opt_state=opt_state,
+            step=s.step + spec.steps_per_epoch(n),
+            epoch=s.epoch + 1,
+        )
 
     def epoch(s: State, _):
         new = jax.lax.cond(s.done, lambda s: s, train_epoch, s)
@@ -172,9 +185,18 @@ def chunk_epochs(n_train: int, steps_per_epoch: int, epochs: int, work: float = 
     return max(1, min(epochs, math.floor(work / per_epoch)))
 
 
-def fit(X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, *, spec: LoopSpec,
-        hyper: Hyper, key: jax.Array, dtype: Any = jnp.float32,
-        on_chunk: Callable[[int, History], None] | None = None) -> FitResult:
+def fit(
+    X: np.ndarray,
+    y: np.ndarray,
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    spec: LoopSpec,
+    hyper: Hyper,
+    key: jax.Array,
+    dtype: Any = jnp.float32,
+    on_chunk: Callable[[int, History], None] | None = None,
+) -> FitResult:
     """Train θ̃ from zeros on (X, y), evaluating on (X_test, y_test) after every epoch.
 
     ``on_chunk(epochs_done, rows)`` is called on the host after each compiled chunk, with that
@@ -185,8 +207,14 @@ def fit(X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, *,
     state = init_state(theta, X, y, hyper, spec=spec)
     loss, mse, test_mse, grad_norm = _start_row(theta, X, y, X_test, y_test)
     lr0 = _transform(spec, hyper, X.shape[0])[1](jnp.zeros((), jnp.int32))
-    rows = [History(*(jnp.reshape(v, (1, *jnp.shape(v))) for v in
-                      (loss, mse, test_mse, lr0, grad_norm, theta)))]
+    rows = [
+        History(
+            *(
+                jnp.reshape(v, (1, *jnp.shape(v)))
+                for v in (loss, mse, test_mse, lr0, grad_norm, theta)
+            )
+        )
+    ]
     for _ in range(-(-spec.epochs // spec.chunk)):
         state, chunk = run_chunk(state, X, y, X_test, y_test, hyper, key, spec=spec)
         rows.append(chunk)
@@ -196,8 +224,13 @@ def fit(X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray, *,
         if done:
             break
     epochs_run = int(state.epoch)
-    history = History(*(np.concatenate([np.asarray(r[i]) for r in rows])[: epochs_run + 1]
-                        for i in range(len(History._fields))))
+    history = History(
+        *(
+            np.concatenate([np.asarray(r[i]) for r in rows])[: epochs_run + 1]
+            for i in range(len(History._fields))
+        )
+    )
     stop = int(state.stop_epoch)
-    return FitResult(np.asarray(state.theta), history, epochs_run, stop if stop >= 0 else None,
-                     int(state.step))
+    return FitResult(
+        np.asarray(state.theta), history, epochs_run, stop if stop >= 0 else None, int(state.step)
+    )

@@ -2,8 +2,8 @@
 
 Every float knob (``lr``, ``momentum``, ``b1``, ``decay_rate`` …) is passed in as an array, so one
 compiled training program serves any values of them (and ``vmap`` can batch over them). Integer and
-boolean knobs (``memory_size``, ``transition_steps``, ``centered`` …) fix the program's structure and
-are static.
+boolean knobs (``memory_size``, ``transition_steps``, ``centered`` …) fix the program's structure
+and are static.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ Knobs = Mapping[str, Any]
 def split_knobs(knobs: Knobs) -> tuple[dict[str, float], tuple[tuple[str, Any], ...]]:
     """Split a group's knobs into float values (array inputs) and static structure (hashable)."""
     floats = {k: float(v) for k, v in knobs.items() if isinstance(v, float)}
-    static = tuple(sorted((k, v) for k, v in knobs.items()
-                          if k != "name" and not isinstance(v, float)))
+    static = tuple(
+        sorted((k, v) for k, v in knobs.items() if k != "name" and not isinstance(v, float))
+    )
     return floats, static
 
 
@@ -36,6 +37,7 @@ def _exponential(lr, h, s, total_steps) -> Schedule:
     def schedule(t):
         p = t / s["transition_steps"]
         return lr * h["decay_rate"] ** (jnp.floor(p) if s["staircase"] else p)
+
     return schedule
 
 
@@ -56,6 +58,7 @@ def _warmup_cosine(lr, h, s, total_steps) -> Schedule:
     def schedule(t):
         warm = lr * t / max(warmup, 1)
         return jnp.where(t < warmup, warm, lr * _cosine_factor(t - warmup, decay_steps, h["alpha"]))
+
     return schedule
 
 
@@ -73,12 +76,15 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "momentum": lambda lr, h, s: optax.sgd(lr, momentum=h["momentum"]),
     "nesterov": lambda lr, h, s: optax.sgd(lr, momentum=h["momentum"], nesterov=True),
     "adam": lambda lr, h, s: optax.adam(lr, b1=h["b1"], b2=h["b2"], eps=h["eps"]),
-    "adamw": lambda lr, h, s: optax.adamw(lr, b1=h["b1"], b2=h["b2"], eps=h["eps"],
-                                          weight_decay=h["weight_decay"]),
-    "rmsprop": lambda lr, h, s: optax.rmsprop(lr, decay=h["decay"], eps=h["eps"],
-                                              momentum=h["momentum"], centered=s["centered"]),
+    "adamw": lambda lr, h, s: optax.adamw(
+        lr, b1=h["b1"], b2=h["b2"], eps=h["eps"], weight_decay=h["weight_decay"]
+    ),
+    "rmsprop": lambda lr, h, s: optax.rmsprop(
+        lr, decay=h["decay"], eps=h["eps"], momentum=h["momentum"], centered=s["centered"]
+    ),
     "adagrad": lambda lr, h, s: optax.adagrad(
-        lr, initial_accumulator_value=h["initial_accumulator_value"], eps=h["eps"]),
+        lr, initial_accumulator_value=h["initial_accumulator_value"], eps=h["eps"]
+    ),
     "lbfgs": lambda lr, h, s: optax.lbfgs(lr, memory_size=s["memory_size"]),
 }
 
@@ -98,13 +104,15 @@ def check_names(optimizer: str, schedule: str) -> None:
     _lookup(SCHEDULES, "schedule.name", schedule)
 
 
-def make_schedule(name: str, lr: jax.Array, floats: Knobs, static: Knobs,
-                  total_steps: int) -> Schedule:
+def make_schedule(
+    name: str, lr: jax.Array, floats: Knobs, static: Knobs, total_steps: int
+) -> Schedule:
     """Build lr_t for the named schedule with base rate ``lr`` over ``total_steps`` steps."""
     return _lookup(SCHEDULES, "schedule.name", name)(lr, floats, static, total_steps)
 
 
-def make_optimizer(name: str, schedule: Schedule, floats: Knobs,
-                   static: Knobs) -> optax.GradientTransformation:
+def make_optimizer(
+    name: str, schedule: Schedule, floats: Knobs, static: Knobs
+) -> optax.GradientTransformation:
     """Build the named Optax transformation, its learning rate following ``schedule``."""
     return _lookup(OPTIMIZERS, "optimizer.name", name)(schedule, floats, static)

@@ -6,13 +6,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display is needed or wanted
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
 
-def loss_curve(curves: dict[str, np.ndarray], optimal_mse: float, folds: int,
-               title: str) -> Figure:
+def loss_curve(curves: dict[str, np.ndarray], optimal_mse: float, folds: int, title: str) -> Figure:
     """Train and test MSE per epoch on a log scale, the least-squares optimum marked."""
     fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
     for i in range(1, folds + 1) if folds > 1 else ():
@@ -21,8 +20,13 @@ def loss_curve(curves: dict[str, np.ndarray], optimal_mse: float, folds: int,
     mean = " (mean over folds)" if folds > 1 else ""
     ax.plot(curves["train_mse"], color="tab:blue", lw=2, label=f"train MSE{mean}")
     ax.plot(curves["test_mse"], color="tab:orange", lw=2, label=f"test MSE{mean}")
-    ax.axhline(optimal_mse, color="black", ls="--", lw=1,
-               label=f"least-squares optimum (train) {optimal_mse:.4g}")
+    ax.axhline(
+        optimal_mse,
+        color="black",
+        ls="--",
+        lw=1,
+        label=f"least-squares optimum (train) {optimal_mse:.4g}",
+    )
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("MSE")
@@ -32,8 +36,13 @@ def loss_curve(curves: dict[str, np.ndarray], optimal_mse: float, folds: int,
     return fig
 
 
-def fitted_vs_actual(y_train: np.ndarray, fit_train: np.ndarray, y_test: np.ndarray,
-                     fit_test: np.ndarray, target: str) -> Figure:
+def fitted_vs_actual(
+    y_train: np.ndarray,
+    fit_train: np.ndarray,
+    y_test: np.ndarray,
+    fit_test: np.ndarray,
+    target: str,
+) -> Figure:
     """Predicted against actual target values, with the identity line, and residuals."""
     fig, (ax, res) = plt.subplots(1, 2, figsize=(10, 4.5), layout="constrained")
     ax.scatter(y_train, fit_train, s=10, alpha=0.5, label="train")

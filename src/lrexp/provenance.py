@@ -42,8 +42,10 @@ def tags(dtype: str) -> dict[str, str]:
     out = {
         "lrexp.version": _version("lrexp"),
         "lrexp.python": platform.python_version(),
-        **{f"lrexp.{p.replace('-', '_')}": _version(p)
-           for p in ("jax", "jaxlib", "optax", "mlflow", "hydra-core")},
+        **{
+            f"lrexp.{p.replace('-', '_')}": _version(p)
+            for p in ("jax", "jaxlib", "optax", "mlflow", "hydra-core")
+        },
         "lrexp.jax_backend": jax.default_backend(),
         "lrexp.dtype": dtype,
         "lrexp.command": command_line(),

@@ -9,17 +9,28 @@ def _fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.6g}"
 
 
-def summary_text(*, title: str, summary: dict, names: list[str], theta: np.ndarray,
-                 theta_star: np.ndarray, true_theta: np.ndarray | None, folds: int,
-                 run_id: str | None, ui_command: str | None) -> str:
+def summary_text(
+    *,
+    title: str,
+    summary: dict,
+    names: list[str],
+    theta: np.ndarray,
+    theta_star: np.ndarray,
+    true_theta: np.ndarray | None,
+    folds: int,
+    run_id: str | None,
+    ui_command: str | None,
+) -> str:
     """A few lines: data and optimizer, train/test MSE, gap to the optimum, θ beside θ*."""
     s = summary
     lines = [title]
     if folds > 1:
-        lines.append(f"  {folds}-fold CV test MSE: {s['cv_test_mse_mean']:.6g} "
-                     f"± {s['cv_test_mse_std']:.3g}  (per fold: "
-                     + ", ".join(_fmt(s[f"fold_{i}/final_test_mse"]) for i in range(1, folds + 1))
-                     + ")")
+        lines.append(
+            f"  {folds}-fold CV test MSE: {s['cv_test_mse_mean']:.6g} "
+            f"± {s['cv_test_mse_std']:.3g}  (per fold: "
+            + ", ".join(_fmt(s[f"fold_{i}/final_test_mse"]) for i in range(1, folds + 1))
+            + ")"
+        )
     mean = " (mean over folds)" if folds > 1 else ""
     lines += [
         f"  train MSE {_fmt(s['final_train_mse'])}  test MSE {_fmt(s['final_test_mse'])}  "
@@ -29,7 +40,9 @@ def summary_text(*, title: str, summary: dict, names: list[str], theta: np.ndarr
         f"  epochs {_fmt(s['epochs_run'])}  steps {_fmt(s['steps_run'])}  "
         f"tolerance met at epoch {_fmt(s['epochs_to_tol'])}  cond(X̃) {_fmt(s['condition_number'])}",
     ]
-    header = f"  {'':>10} {'θ':>12} {'θ*':>12}" + (f" {'true':>12}" if true_theta is not None else "")
+    header = f"  {'':>10} {'θ':>12} {'θ*':>12}" + (
+        f" {'true':>12}" if true_theta is not None else ""
+    )
     lines.append(header)
     for j, name in enumerate(names):
         row = f"  {name:>10} {theta[j]:>12.6g} {theta_star[j]:>12.6g}"

@@ -32,8 +32,10 @@ class FoldResult:
 
 
 def _scores(theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    return {k: float(v) for k, v in model.metrics(jnp.asarray(theta), jnp.asarray(X),
-                                                  jnp.asarray(y)).items()}
+    return {
+        k: float(v)
+        for k, v in model.metrics(jnp.asarray(theta), jnp.asarray(X), jnp.asarray(y)).items()
+    }
 
 
 def optimum(st: Standardizer, X: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -42,18 +44,28 @@ def optimum(st: Standardizer, X: np.ndarray, y: np.ndarray) -> np.ndarray:
     return st.to_original(np.asarray(model.least_squares(X_std, jnp.asarray(y, jnp.float64))))
 
 
-def evaluate(result: FitResult, st: Standardizer, X: np.ndarray, y: np.ndarray,
-             X_test: np.ndarray, y_test: np.ndarray) -> FoldResult:
+def evaluate(
+    result: FitResult,
+    st: Standardizer,
+    X: np.ndarray,
+    y: np.ndarray,
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+) -> FoldResult:
     """Score a fit in original units; ``X``/``X_test`` are raw rows, ``st`` the fitted scaling."""
     theta_star = optimum(st, X, y)
     theta = st.to_original(result.theta)
     return FoldResult(
-        fit=result, theta=theta, theta_star=theta_star,
+        fit=result,
+        theta=theta,
+        theta_star=theta_star,
         trajectory=st.to_original(result.history.theta),
-        train=_scores(theta, X, y), test=_scores(theta, X_test, y_test),
+        train=_scores(theta, X, y),
+        test=_scores(theta, X_test, y_test),
         optimum=_scores(theta_star, X, y),
         condition_number=float(model.condition_number(jnp.asarray(st.apply(X)))),
-        n_train=len(y), n_test=len(y_test),
+        n_train=len(y),
+        n_test=len(y_test),
     )
 
 
@@ -61,16 +73,21 @@ def fold_summary(f: FoldResult, true_theta: np.ndarray | None) -> dict[str, floa
     """Summary metrics of one split: final/min MSEs, R², best epoch, gap to the optimum."""
     h = f.fit.history
     out: dict[str, float | None] = {
-        "final_train_mse": f.train["mse"], "final_test_mse": f.test["mse"],
-        "final_train_rmse": f.train["rmse"], "final_test_rmse": f.test["rmse"],
-        "final_train_r2": f.train["r2"], "final_test_r2": f.test["r2"],
-        "min_train_mse": float(np.nanmin(h.train_mse)), "min_test_mse": float(np.nanmin(h.test_mse)),
+        "final_train_mse": f.train["mse"],
+        "final_test_mse": f.test["mse"],
+        "final_train_rmse": f.train["rmse"],
+        "final_test_rmse": f.test["rmse"],
+        "final_train_r2": f.train["r2"],
+        "final_test_r2": f.test["r2"],
+        "min_train_mse": float(np.nanmin(h.train_mse)),
+        "min_test_mse": float(np.nanmin(h.test_mse)),
         "best_epoch": float(np.nanargmin(h.test_mse)),
         "optimal_train_mse": f.optimum["mse"],
         "gap_tsse": f.train["tsse"] - f.optimum["tsse"],
         "gap_theta": float(np.linalg.norm(f.theta - f.theta_star)),
         "condition_number": f.condition_number,
-        "epochs_run": float(f.fit.epochs_run), "steps_run": float(f.fit.steps),
+        "epochs_run": float(f.fit.epochs_run),
+        "steps_run": float(f.fit.steps),
         "epochs_to_tol": None if f.fit.stop_epoch is None else float(f.fit.stop_epoch),
     }
     if true_theta is not None:
@@ -101,8 +118,13 @@ def _pad(a: np.ndarray, rows: int) -> np.ndarray:
 
 def fold_curves(f: FoldResult, names: list[str]) -> dict[str, np.ndarray]:
     h = f.fit.history
-    curves = {"train_tsse": h.train_tsse, "train_mse": h.train_mse, "test_mse": h.test_mse,
-              "lr": h.lr, "grad_norm": h.grad_norm}
+    curves = {
+        "train_tsse": h.train_tsse,
+        "train_mse": h.train_mse,
+        "test_mse": h.test_mse,
+        "lr": h.lr,
+        "grad_norm": h.grad_norm,
+    }
     curves.update({name: f.trajectory[:, j] for j, name in enumerate(names)})
     return {k: np.asarray(v, dtype=np.float64) for k, v in curves.items()}
 

@@ -32,7 +32,7 @@ def resolve_uri(uri: str, base_dir: str | Path) -> str:
     """Make a relative ``sqlite:///`` path absolute in ``base_dir`` (the launch directory)."""
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str((Path(base_dir) / uri[len(prefix):]).resolve())
+        return prefix + str((Path(base_dir) / uri[len(prefix) :]).resolve())
     return uri
 
 
@@ -58,7 +58,7 @@ def run(uri: str, experiment: str, run_name: str, tags: Mapping[str, str]) -> It
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten nested mappings to dotted keys: {"optimizer": {"lr": 0.1}} → {"optimizer.lr": 0.1}."""
+    """Flatten nested mappings to dotted keys: {"optimizer": {"lr": 1}} → {"optimizer.lr": 1}."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
@@ -71,35 +71,46 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def log_params(params: Mapping[str, Any]) -> None:
     """Log params within MLflow's limits: keys cut to 250 characters, values to 6000."""
-    clean = {str(k)[:MAX_PARAM_KEY]: ("null" if v is None else str(v))[:MAX_PARAM_VALUE]
-             for k, v in params.items()}
+    clean = {
+        str(k)[:MAX_PARAM_KEY]: ("null" if v is None else str(v))[:MAX_PARAM_VALUE]
+        for k, v in params.items()
+    }
     mlflow.log_params(clean)
 
 
-def log_metrics(run_id: str, series: Mapping[str, Sequence[float]],
-                scalars: Mapping[str, float]) -> int:
+def log_metrics(
+    run_id: str, series: Mapping[str, Sequence[float]], scalars: Mapping[str, float]
+) -> int:
     """Log curves (value i at step i) and summary scalars in batches; return how many were kept."""
     now = int(time.time() * 1000)
-    metrics = [Metric(key, float(v), now, step)
-               for key, values in series.items()
-               for step, v in enumerate(np.asarray(values, dtype=np.float64).tolist())
-               if math.isfinite(v)]
-    metrics += [Metric(k, float(v), now, 0) for k, v in scalars.items()
-                if v is not None and math.isfinite(float(v))]
+    metrics = [
+        Metric(key, float(v), now, step)
+        for key, values in series.items()
+        for step, v in enumerate(np.asarray(values, dtype=np.float64).tolist())
+        if math.isfinite(v)
+    ]
+    metrics += [
+        Metric(k, float(v), now, 0)
+        for k, v in scalars.items()
+        if v is not None and math.isfinite(float(v))
+    ]
     client = MlflowClient()
     for i in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[i:i + 1000], synchronous=True)
+        client.log_batch(run_id, metrics=metrics[i : i + 1000], synchronous=True)
     return len(metrics)
 
 
-def log_dataset(frame: pd.DataFrame, *, name: str, source: str, target: str,
-                context: str = "training") -> None:
+def log_dataset(
+    frame: pd.DataFrame, *, name: str, source: str, target: str, context: str = "training"
+) -> None:
     """Record the data set used (name, digest, source) as the run's input.
 
     ``source`` is a file path for loaded data, else a description of the generator that made it.
     """
     is_file = Path(source).is_file()
-    origin = Path(source).resolve().as_uri() if is_file else CodeDatasetSource({"generator": source})
+    origin = (
+        Path(source).resolve().as_uri() if is_file else CodeDatasetSource({"generator": source})
+    )
     with warnings.catch_warnings():  # MLflow registers two local-file sources of the same name
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
         dataset = mlflow.data.from_pandas(frame, source=origin, targets=target, name=name)
@@ -127,8 +138,11 @@ def log_model(theta: np.ndarray, features: Sequence[str], example: pd.DataFrame)
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-        model_config={"features": list(features), "bias": float(theta[0]),
-                      "weights": [float(w) for w in theta[1:]]},
+        model_config={
+            "features": list(features),
+            "bias": float(theta[0]),
+            "weights": [float(w) for w in theta[1:]],
+        },
         signature=signature,
         input_example=example,
         pip_requirements=[f"mlflow=={mlflow.__version__}", "numpy", "pandas"],
