@@ -60,6 +60,8 @@ def small_csv(tmp_path) -> Path:
     a, b, c = rng.normal(size=(3, 80))
     y = 1.0 + 2.0 * a - 3.0 * b + 0.01 * rng.normal(size=80)
     path = tmp_path / "small.csv"
-    lines = ["a,b,unused,price"] + [f"{x},{z},{u},{t}" for x, z, u, t in zip(a, b, c, y)]
+    lines = ["a,b,unused,price"] + [
+        f"{x},{z},{u},{t}" for x, z, u, t in zip(a, b, c, y, strict=True)
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -14,8 +14,14 @@ from conftest import runs_in
 
 def lrexp_train(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, "-m", "lrexp.train", *overrides], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "lrexp.train", *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def run_id_of(stdout: str) -> str:
@@ -46,9 +52,16 @@ def test_adam_run_lands_in_sqlite_store_of_launch_directory(tmp_path):
 
 def test_csv_data_with_relative_path(tmp_path, small_csv, store_uri, experiment):
     (tmp_path / "houses.csv").write_text(small_csv.read_text())
-    proc = lrexp_train(tmp_path, "data=csv", "data.path=houses.csv", "data.target=price",
-                       "data.features=[a,b]", "optimizer=lbfgs", f"tracking.uri={store_uri}",
-                       f"tracking.experiment={experiment}")
+    proc = lrexp_train(
+        tmp_path,
+        "data=csv",
+        "data.path=houses.csv",
+        "data.target=price",
+        "data.features=[a,b]",
+        "optimizer=lbfgs",
+        f"tracking.uri={store_uri}",
+        f"tracking.experiment={experiment}",
+    )
     assert proc.returncode == 0, proc.stderr
     (run,) = runs_in(store_uri, experiment)
     assert run.data.params["data.features"] == "['a', 'b']"
@@ -58,8 +71,12 @@ def test_csv_data_with_relative_path(tmp_path, small_csv, store_uri, experiment)
 
 
 def test_tutorial_experiment_reports_cross_validation(tmp_path, store_uri, experiment):
-    proc = lrexp_train(tmp_path, "experiment=tutorial", f"tracking.uri={store_uri}",
-                       f"tracking.experiment={experiment}")
+    proc = lrexp_train(
+        tmp_path,
+        "experiment=tutorial",
+        f"tracking.uri={store_uri}",
+        f"tracking.experiment={experiment}",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "6-fold CV test MSE" in proc.stdout
     (run,) = runs_in(store_uri, experiment)

@@ -74,9 +74,13 @@ def make_linear(
 def load_csv(path: str | Path, *, target: str, features: list[str] | None = None) -> Dataset:
     """Read numeric columns from a CSV file with a header row; report any bad cell by place."""
     path = Path(path)
+    rows, lines = [], []  # non-blank rows, and the file line each one ends on
     with path.open(newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.reader(fh))
-    rows = [r for r in rows if any(cell.strip() for cell in r)]
+        reader = csv.reader(fh)
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                rows.append(row)
+                lines.append(reader.line_num)
     if not rows:
         raise DataError("data.path", str(path), "is empty: needs a header row and data rows")
     header = [h.strip() for h in rows[0]]
@@ -96,8 +100,7 @@ def load_csv(path: str | Path, *, target: str, features: list[str] | None = None
         raise DataError("data.path", str(path), "has a header row but no data rows")
     cols = [header.index(c) for c in [*names, target]]
     values = np.empty((len(rows) - 1, len(cols)), dtype=np.float64)
-    for i, row in enumerate(rows[1:]):
-        line = i + 2  # 1-based, after the header
+    for i, (row, line) in enumerate(zip(rows[1:], lines[1:], strict=True)):
         if len(row) != len(header):
             raise DataError(
                 "data.path",

@@ -17,6 +17,8 @@ def predict(theta: jax.Array, X: jax.Array) -> jax.Array:
 
 def tsse(theta: jax.Array, X: jax.Array, y: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """Total sum of squared errors Σ_i m_i (y_i − ŷ_i)², rows weighted by an optional 0/1 mask."""
+    if y.ndim != 1:  # a (n, 1) target would broadcast against (n,) into an (n, n) residual
+        raise ValueError(f"y must have shape (n,), got {y.shape}")
     r = y - predict(theta, X)
     if mask is not None:
         r = r * mask

@@ -4,6 +4,8 @@ MLflow copies this file into each logged model and runs it at load time, so a se
 only mlflow, numpy and pandas, neither lrexp nor JAX, and nothing is unpickled.
 """
 
+import json
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -13,7 +15,8 @@ class LinearModel(mlflow.pyfunc.PythonModel):
     """ŷ = bias + X·weights over named feature columns, in the data's original units."""
 
     def load_context(self, context):
-        cfg = context.model_config
+        with open(context.artifacts["theta"], encoding="utf-8") as fh:
+            cfg = json.load(fh)
         self.features = list(cfg["features"])
         self.bias = float(cfg["bias"])
         self.weights = np.asarray(cfg["weights"], dtype=np.float64)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -135,16 +136,20 @@ def log_model(theta: np.ndarray, features: Sequence[str], example: pd.DataFrame)
         inputs=Schema([ColSpec("double", f) for f in features]),
         outputs=Schema([ColSpec("double")]),
     )
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-        model_config={
-            "features": list(features),
-            "bias": float(theta[0]),
-            "weights": [float(w) for w in theta[1:]],
-        },
-        signature=signature,
-        input_example=example,
-        pip_requirements=[f"mlflow=={mlflow.__version__}", "numpy", "pandas"],
-    )
+    theta_json = {
+        "features": list(features),
+        "bias": float(theta[0]),
+        "weights": [float(w) for w in theta[1:]],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "theta.json")
+        path.write_text(json.dumps(theta_json))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+            artifacts={"theta": str(path)},  # θ as a file, not model_config (that becomes params)
+            signature=signature,
+            input_example=example,
+            pip_requirements=[f"mlflow=={mlflow.__version__}", "numpy", "pandas"],
+        )
     return info.model_uri

@@ -129,6 +129,11 @@ def run(cfg: Config, *, base_dir: str | Path = ".", overrides: list[str] | None 
         f"{cfg.train.dtype}"
     )
 
+    # Fitted before any run exists: a constant column is bad input, not a failed run.
+    scalers = [
+        data.Standardizer.fit(ds.X[tr], ds.feature_names, enabled=cfg.data.standardize)
+        for tr, _ in parts
+    ]
     if cfg.tracking.enabled:
         from lrexp import record  # deferred: mlflow's import is the slowest of all
 
@@ -139,8 +144,7 @@ def run(cfg: Config, *, base_dir: str | Path = ".", overrides: list[str] | None 
         if run_id is not None:
             record.log_inputs(cfg, ds, spec, overrides, parts)
         folds = []
-        for i, (tr, te) in enumerate(parts):
-            st = data.Standardizer.fit(ds.X[tr], ds.feature_names, enabled=cfg.data.standardize)
+        for i, ((tr, te), st) in enumerate(zip(parts, scalers, strict=True)):
             label = f"fold {i + 1}/{len(parts)}: " if len(parts) > 1 else ""
             result = fit.fit(
                 st.apply(ds.X[tr]),
