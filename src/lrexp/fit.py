@@ -47,7 +47,7 @@ class Hyper(NamedTuple):
 
     optimizer: Mapping[str, jax.Array]  # lr and the optimizer's float knobs
     schedule: Mapping[str, jax.Array]  # the schedule's float knobs
-    tol: jax.Array  # stop when the train MSE changes by less between epochs; -inf = never
+    tol: jax.Array  # stop when the train MSE improves by less (0 <= Δ < tol); -inf = never
 
 
 class State(NamedTuple):
@@ -162,7 +162,8 @@ def run_chunk(
     def epoch(s: State, _):
         new = jax.lax.cond(s.done, lambda s: s, train_epoch, s)
         loss, mse, test_mse, grad_norm = _evaluate(new.theta, X, y, X_test, y_test)
-        met_tol = ~s.done & (jnp.abs(s.mse - mse) < hyper.tol)
+        improvement = s.mse - mse  # a rise is no plateau: only a small improvement stops
+        met_tol = ~s.done & (improvement >= 0) & (improvement < hyper.tol)
         new = new._replace(
             mse=mse,
             done=s.done | met_tol | (new.epoch >= spec.epochs),

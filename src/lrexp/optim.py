@@ -108,7 +108,9 @@ def make_schedule(
     name: str, lr: jax.Array, floats: Knobs, static: Knobs, total_steps: int
 ) -> Schedule:
     """Build lr_t for the named schedule with base rate ``lr`` over ``total_steps`` steps."""
-    return _lookup(SCHEDULES, "schedule.name", name)(lr, floats, static, total_steps)
+    schedule = _lookup(SCHEDULES, "schedule.name", name)(lr, floats, static, total_steps)
+    dtype = jnp.result_type(lr)
+    return lambda t: schedule(jnp.asarray(t, dtype))  # step counts are ints: compute in lr's dtype
 
 
 def make_optimizer(

@@ -64,3 +64,20 @@ def fitted_vs_actual(
 
 def close(fig: Figure) -> None:
     plt.close(fig)
+
+
+def overlay(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> Figure:
+    """Train and test MSE per epoch of several runs, one colour per run, on a log scale."""
+    fig, (train, test) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained", sharey=True)
+    for name, (tr, te) in curves.items():
+        (line,) = train.plot(tr, lw=1, label=name)
+        test.plot(te, lw=1, color=line.get_color())
+    for ax, which in ((train, "train"), (test, "test")):
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{which} MSE")
+        ax.grid(True, which="both", alpha=0.3)
+    if len(curves) <= 12:
+        test.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return fig

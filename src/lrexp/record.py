@@ -5,8 +5,11 @@ Builds plain values (dicts, arrays, figures) from the run and hands them to :mod
 
 from __future__ import annotations
 
+import hashlib
+import json
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -14,27 +17,53 @@ from omegaconf import OmegaConf
 
 from lrexp import plots, provenance, results, tracking
 from lrexp.config import Config
-from lrexp.data import Dataset
-from lrexp.fit import LoopSpec
 from lrexp.model import predict
 
+if TYPE_CHECKING:
+    from lrexp.sweep import SweepJob
+    from lrexp.train import Outcome, Prepared
 
-def start(cfg: Config, base_dir: Path, name: str) -> AbstractContextManager[str]:
-    """Open the MLflow run for ``cfg`` (the store resolved in ``base_dir``) with provenance tags."""
+
+def config_hash(cfg: Config, *, without: tuple[str, ...] = ()) -> str:
+    """A short hash of everything in ``cfg`` that shapes the result (tracking settings aside)."""
+    d = OmegaConf.to_container(OmegaConf.structured(cfg))
+    d.pop("tracking")
+    for dotted in without:
+        group, key = dotted.split(".")
+        d[group].pop(key, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def start(
+    cfg: Config, base_dir: Path, name: str, overrides: list[str], sweep: SweepJob | None = None
+) -> AbstractContextManager[str]:
+    """Open the MLflow run for ``cfg`` (the store resolved in ``base_dir``) with provenance tags.
+
+    In a sweep the run is the child of the sweep's parent run, in the experiment the sweep made.
+    """
     uri = tracking.resolve_uri(cfg.tracking.uri, base_dir)
-    return tracking.run(uri, cfg.tracking.experiment, name, provenance.tags(cfg.train.dtype))
+    tags = provenance.tags(cfg.train.dtype)
+    tags.update(
+        {
+            "lrexp.config_hash": config_hash(cfg),
+            "lrexp.config_hash_noseed": config_hash(cfg, without=("train.seed",)),
+            "lrexp.overrides": ",".join(overrides),
+        }
+    )
+    exp_id = None
+    if sweep is not None:
+        exp_id = sweep.experiment_id
+        tags.update(
+            {"mlflow.parentRunId": sweep.parent_run_id, "lrexp.job_num": str(sweep.job_num)}
+        )
+    return tracking.run(uri, cfg.tracking.experiment, name, tags, exp_id=exp_id)
 
 
-def log_inputs(
-    cfg: Config,
-    ds: Dataset,
-    spec: LoopSpec,
-    overrides: list[str],
-    parts: list[tuple[np.ndarray, np.ndarray]],
-) -> None:
+def log_inputs(p: Prepared, overrides: list[str]) -> None:
     """Params (the resolved config, flattened), the config files, and the data set."""
-    resolved = OmegaConf.structured(cfg)
-    n_train, n_test = len(parts[0][0]), len(parts[0][1])
+    ds, spec = p.dataset, p.spec
+    resolved = OmegaConf.structured(p.cfg)
+    n_train, n_test = len(p.parts[0][0]), len(p.parts[0][1])
     tracking.log_params(
         {
             **tracking.flatten(OmegaConf.to_container(resolved)),
@@ -53,9 +82,7 @@ def log_inputs(
     tracking.log_dataset(frame, name=ds.name, source=ds.source, target=ds.target_name)
 
 
-def log_outputs(
-    outcome, parts: list[tuple[np.ndarray, np.ndarray]], title: str, *, log_model: bool = True
-) -> None:
+def log_outputs(p: Prepared, outcome: Outcome) -> None:
     """Curves and summary metrics in batches, θ as JSON, the plots, and the pyfunc model."""
     ds, folds, names = outcome.dataset, outcome.folds, outcome.names
     curves = results.curves(folds, names)
@@ -73,10 +100,10 @@ def log_outputs(
         "theta.json",
     )
     optimal = float(np.mean([f.optimum["mse"] for f in folds]))
-    fig = plots.loss_curve(curves, optimal, len(folds), title)
+    fig = plots.loss_curve(curves, optimal, len(folds), p.title)
     tracking.log_figure(fig, "plots/loss_curve.png")
     plots.close(fig)
-    tr, te = parts[0]
+    tr, te = p.parts[0]
     theta = folds[0].theta
 
     def fitted(rows):
@@ -85,6 +112,6 @@ def log_outputs(
     fig = plots.fitted_vs_actual(ds.y[tr], fitted(tr), ds.y[te], fitted(te), ds.target_name)
     tracking.log_figure(fig, "plots/fitted_vs_actual.png")
     plots.close(fig)
-    if log_model:
+    if p.cfg.tracking.log_model:
         example = pd.DataFrame(ds.X[:5], columns=list(ds.feature_names))
         tracking.log_model(outcome.theta, ds.feature_names, example)

@@ -20,7 +20,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.data.code_dataset_source import CodeDatasetSource
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
@@ -50,12 +50,118 @@ def experiment_id(uri: str, name: str) -> str:
 
 
 @contextmanager
-def run(uri: str, experiment: str, run_name: str, tags: Mapping[str, str]) -> Iterator[str]:
-    """Open one MLflow run and yield its id; it ends FINISHED, or FAILED if the block raises."""
+def run(
+    uri: str,
+    experiment: str | None,
+    run_name: str,
+    tags: Mapping[str, str],
+    *,
+    exp_id: str | None = None,
+) -> Iterator[str]:
+    """Open one MLflow run and yield its id; it ends FINISHED, or FAILED if the block raises.
+
+    An exception is also recorded as the tag ``lrexp.failure_reason``. ``exp_id``, where given,
+    is used as it is (a sweep creates its experiment once, before any job starts).
+    """
     mlflow.set_tracking_uri(uri)
-    exp_id = experiment_id(uri, experiment)
+    while mlflow.active_run() is not None:  # left over by an earlier job in a reused worker
+        mlflow.end_run("KILLED")
+    if exp_id is None:
+        exp_id = experiment_id(uri, experiment)
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=dict(tags)) as active:
-        yield active.info.run_id
+        try:
+            yield active.info.run_id
+        except BaseException as e:
+            if isinstance(e, SystemExit) and e.code in (0, None):
+                mlflow.end_run("FINISHED")  # a clean exit is no failure
+                raise
+            mlflow.set_tag("lrexp.failure_reason", failure_reason(e))
+            if isinstance(e, KeyboardInterrupt):
+                mlflow.end_run("KILLED")
+            raise
+
+
+def failure_reason(e: BaseException) -> str:
+    """A one-line reason for a run's tag: the exception's type and message."""
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted (KeyboardInterrupt / SIGINT)"
+    return f"{type(e).__name__}: {e}"[:5000]
+
+
+def init_store(uri: str) -> None:
+    """Create the store's tables now, in this one process (MLflow creates them without a lock)."""
+    MlflowClient(uri).search_experiments(max_results=1)
+
+
+def create_run(uri: str, exp_id: str, run_name: str, tags: Mapping[str, str]) -> str:
+    """Create a RUNNING run without making it active in this process (a sweep's parent)."""
+    return MlflowClient(uri).create_run(exp_id, run_name=run_name, tags=dict(tags)).info.run_id
+
+
+def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    MlflowClient(uri).set_terminated(run_id, status)
+
+
+def run_status(uri: str, run_id: str) -> str:
+    return MlflowClient(uri).get_run(run_id).info.status
+
+
+def set_tags(uri: str, run_id: str, tags: Mapping[str, str]) -> None:
+    client = MlflowClient(uri)
+    for k, v in tags.items():
+        client.set_tag(run_id, k, v)
+
+
+def child_runs(uri: str, exp_id: str, parent_id: str) -> list[dict[str, Any]]:
+    """The runs nested under ``parent_id``: id, name, status, params, metrics and tags of each."""
+    runs = MlflowClient(uri).search_runs(
+        [exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=50000
+    )
+    return [
+        {
+            "run_id": r.info.run_id,
+            "name": r.info.run_name,
+            "status": r.info.status,
+            "params": dict(r.data.params),
+            "metrics": dict(r.data.metrics),
+            "tags": dict(r.data.tags),
+        }
+        for r in runs
+    ]
+
+
+def metric_history(uri: str, run_id: str, key: str) -> np.ndarray:
+    """The values of metric ``key`` of a run, ordered by step."""
+    history = MlflowClient(uri).get_metric_history(run_id, key)
+    return np.asarray([m.value for m in sorted(history, key=lambda m: m.step)], dtype=np.float64)
+
+
+def log_to(
+    uri: str,
+    run_id: str,
+    *,
+    metrics: Mapping[str, float] = {},
+    params: Mapping[str, Any] = {},
+    texts: Mapping[str, str] = {},
+    figures: Mapping[str, Any] = {},
+) -> None:
+    """Log to a run that is not active in this process (a sweep's parent)."""
+    client = MlflowClient(uri)
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[
+            Metric(k, float(v), now, 0)
+            for k, v in metrics.items()
+            if v is not None and math.isfinite(float(v))
+        ],
+        params=[Param(str(k)[:MAX_PARAM_KEY], str(v)[:MAX_PARAM_VALUE]) for k, v in params.items()],
+        synchronous=True,
+    )
+    for path, text in texts.items():
+        client.log_text(run_id, text, path)
+    for path, fig in figures.items():
+        client.log_figure(run_id, fig, path)
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -13,18 +13,23 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 import jax
 import jax.numpy as jnp
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from lrexp import config, data, fit, optim, results
 from lrexp.config import Config, ConfigError
 from lrexp.data import DataError, Dataset
+
+if TYPE_CHECKING:
+    from lrexp.sweep import SweepJob
 
 log = logging.getLogger("lrexp")
 PROGRESS_AFTER_S = 2.0  # runs shorter than this print no progress lines
@@ -99,97 +104,143 @@ def run_name(cfg: Config, overrides: list[str]) -> str:
     return ",".join(chosen) if chosen else f"{cfg.optimizer.name}-{cfg.data.name}"
 
 
-def run(cfg: Config, *, base_dir: str | Path = ".", overrides: list[str] | None = None) -> Outcome:
-    """Validate, load data, train on every split, log the run to MLflow; return the outcome."""
-    base_dir, overrides = Path(base_dir).resolve(), list(overrides or [])
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a run needs before training starts; building it checks all of the input."""
+
+    cfg: Config
+    base_dir: Path
+    dataset: Dataset
+    parts: list[tuple[np.ndarray, np.ndarray]]  # (train rows, test rows) of each split
+    scalers: list[data.Standardizer]  # fitted on each split's training rows
+    spec: fit.LoopSpec
+    hyper: fit.Hyper
+    shuffle_key: jax.Array
+    title: str
+
+    def arrays(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Split ``i`` as standardized (X_train, y_train, X_test, y_test)."""
+        (tr, te), st, ds = self.parts[i], self.scalers[i], self.dataset
+        return st.apply(ds.X[tr]), ds.y[tr], st.apply(ds.X[te]), ds.y[te]
+
+
+def prepare(cfg: Config, base_dir: str | Path = ".") -> Prepared:
+    """Validate the config, make or load the data, split it: raise on any bad input."""
+    base_dir = Path(base_dir).resolve()
     config.validate(cfg, base_dir)
-    dtype = jnp.dtype(cfg.train.dtype)
     k_data, k_split, k_shuffle = jax.random.split(jax.random.key(cfg.train.seed), 3)
     ds = build_dataset(cfg.data, k_data, base_dir)
     n, m = ds.X.shape
-    config.validate_sizes(
-        cfg,
-        n_rows=n,
-        n_features=m,
-        n_train=data.min_train_rows(n, cfg.train.test_fraction, cfg.train.folds),
-    )
-    parts = (
-        data.fold_indices(k_split, n, cfg.train.folds)
-        if cfg.train.folds
-        else [data.split_indices(k_split, n, cfg.train.test_fraction)]
-    )
-    spec = loop_spec(cfg, n_train=len(parts[0][0]))
-    floats = optim.split_knobs(asdict(cfg.optimizer))[0]
-    hyper = fit.make_hyper(floats, optim.split_knobs(asdict(cfg.schedule))[0], cfg.train.tol, dtype)
-    names = results.theta_names(m)
-    title = (
-        f"lrexp: {cfg.optimizer.name} (lr {cfg.optimizer.lr:g}, {cfg.schedule.name}) on "
-        f"{ds.name} [{n} rows × {m} features], "
-        f"{'full batch' if spec.batch_size is None else f'batch {spec.batch_size}'}, "
-        f"{cfg.train.dtype}"
-    )
-
+    n_train = data.min_train_rows(n, cfg.train.test_fraction, cfg.train.folds)
+    config.validate_sizes(cfg, n_rows=n, n_features=m, n_train=n_train)
+    if cfg.train.folds:
+        parts = data.fold_indices(k_split, n, cfg.train.folds)
+    else:
+        parts = [data.split_indices(k_split, n, cfg.train.test_fraction)]
     # Fitted before any run exists: a constant column is bad input, not a failed run.
     scalers = [
         data.Standardizer.fit(ds.X[tr], ds.feature_names, enabled=cfg.data.standardize)
         for tr, _ in parts
     ]
-    if cfg.tracking.enabled:
-        from lrexp import record  # deferred: mlflow's import is the slowest of all
+    spec = loop_spec(cfg, n_train=len(parts[0][0]))
+    floats = optim.split_knobs(asdict(cfg.optimizer))[0]
+    schedule_floats = optim.split_knobs(asdict(cfg.schedule))[0]
+    hyper = fit.make_hyper(floats, schedule_floats, cfg.train.tol, jnp.dtype(cfg.train.dtype))
+    batch = "full batch" if spec.batch_size is None else f"batch {spec.batch_size}"
+    title = (
+        f"lrexp: {cfg.optimizer.name} (lr {cfg.optimizer.lr:g}, {cfg.schedule.name}) on "
+        f"{ds.name} [{n} rows × {m} features], {batch}, {cfg.train.dtype}"
+    )
+    return Prepared(cfg, base_dir, ds, parts, scalers, spec, hyper, k_shuffle, title)
 
-        ctx = record.start(cfg, base_dir, run_name(cfg, overrides))
-    else:
-        ctx = contextlib.nullcontext(None)
-    with ctx as run_id:
-        if run_id is not None:
-            record.log_inputs(cfg, ds, spec, overrides, parts)
-        folds = []
-        for i, ((tr, te), st) in enumerate(zip(parts, scalers, strict=True)):
-            label = f"fold {i + 1}/{len(parts)}: " if len(parts) > 1 else ""
-            result = fit.fit(
-                st.apply(ds.X[tr]),
-                ds.y[tr],
-                st.apply(ds.X[te]),
-                ds.y[te],
-                spec=spec,
-                hyper=hyper,
-                key=jax.random.fold_in(k_shuffle, i),
-                dtype=dtype,
-                on_chunk=_progress(spec.epochs, label),
-            )
-            folds.append(results.evaluate(result, st, ds.X[tr], ds.y[tr], ds.X[te], ds.y[te]))
-        summary = results.summary(folds, ds.true_theta)
-        theta = np.mean([f.theta for f in folds], axis=0)
-        theta_star = (
-            folds[0].theta_star
-            if len(folds) == 1
-            else results.optimum(
-                data.Standardizer.fit(ds.X, ds.feature_names, enabled=cfg.data.standardize),
-                ds.X,
-                ds.y,
+
+def train_folds(p: Prepared, *, progress: bool = True) -> list[fit.FitResult]:
+    """Train on every split, one after the other, reusing one compiled program."""
+    fits = []
+    for i in range(len(p.parts)):
+        label = f"fold {i + 1}/{len(p.parts)}: " if len(p.parts) > 1 else ""
+        fits.append(
+            fit.fit(
+                *p.arrays(i),
+                spec=p.spec,
+                hyper=p.hyper,
+                key=jax.random.fold_in(p.shuffle_key, i),
+                dtype=jnp.dtype(p.cfg.train.dtype),
+                on_chunk=_progress(p.spec.epochs, label) if progress else None,
             )
         )
-        outcome = Outcome(run_id, summary, names, theta, theta_star, folds, ds)
+    return fits
+
+
+def conclude(p: Prepared, fits: list[fit.FitResult], run_id: str | None) -> Outcome:
+    """Score the fits in original units and summarize them."""
+    ds = p.dataset
+    folds = [
+        results.evaluate(f, st, ds.X[tr], ds.y[tr], ds.X[te], ds.y[te])
+        for f, st, (tr, te) in zip(fits, p.scalers, p.parts, strict=True)
+    ]
+    theta = np.mean([f.theta for f in folds], axis=0)
+    if len(folds) == 1:
+        theta_star = folds[0].theta_star
+    else:
+        everything = data.Standardizer.fit(ds.X, ds.feature_names, enabled=p.cfg.data.standardize)
+        theta_star = results.optimum(everything, ds.X, ds.y)
+    names = results.theta_names(ds.X.shape[1])
+    summary = results.summary(folds, ds.true_theta)
+    return Outcome(run_id, summary, names, theta, theta_star, folds, ds)
+
+
+def tracked(p: Prepared, overrides: list[str], sweep: SweepJob | None = None):
+    """The context of the run's MLflow run: yields its id, or None with tracking off."""
+    if not p.cfg.tracking.enabled:
+        return contextlib.nullcontext(None)
+    from lrexp import record  # deferred: mlflow's import is the slowest of all
+
+    return record.start(p.cfg, p.base_dir, run_name(p.cfg, overrides), overrides, sweep)
+
+
+def run(
+    cfg: Config,
+    *,
+    base_dir: str | Path = ".",
+    overrides: list[str] | None = None,
+    sweep: SweepJob | None = None,
+) -> Outcome:
+    """Validate, load data, train on every split, log the run to MLflow; return the outcome."""
+    overrides = list(overrides or [])
+    p = prepare(cfg, base_dir)
+    with tracked(p, overrides, sweep) as run_id:
         if run_id is not None:
-            record.log_outputs(outcome, parts, title, log_model=cfg.tracking.log_model)
-    _print_summary(cfg, outcome, title, base_dir)
+            from lrexp import record
+
+            record.log_inputs(p, overrides)
+        outcome = conclude(p, train_folds(p), run_id)
+        if run_id is not None:
+            record.log_outputs(p, outcome)
+    print_summary(p, outcome)
     return outcome
 
 
-def _print_summary(cfg: Config, outcome: Outcome, title: str, base_dir: Path) -> None:
+def objective(outcome: Outcome) -> float:
+    """What a sweeper minimizes: the test MSE (cross-validated where there are folds)."""
+    s = outcome.summary
+    return float(s.get("cv_test_mse_mean", s["final_test_mse"]))
+
+
+def print_summary(p: Prepared, outcome: Outcome) -> None:
     from lrexp import report
 
     ui = None
     if outcome.run_id is not None:
-        uri = cfg.tracking.uri
+        uri = p.cfg.tracking.uri
         if uri.startswith("sqlite:///"):
-            db = Path(base_dir, uri[len("sqlite:///") :]).resolve()
+            db = Path(p.base_dir, uri[len("sqlite:///") :]).resolve()
             ui = f"mlflow ui --backend-store-uri sqlite:///{db}  (then http://127.0.0.1:5000)"
         else:
             ui = f"open {uri} in a browser"
     print(
         report.summary_text(
-            title=title,
+            title=p.title,
             summary=outcome.summary,
             names=outcome.names,
             theta=outcome.theta,
@@ -205,19 +256,43 @@ def _print_summary(cfg: Config, outcome: Outcome, title: str, base_dir: Path) ->
 
 @hydra.main(version_base="1.3", config_path="pkg://lrexp.conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    """Run one job; return the test MSE (the objective a Hydra sweeper minimizes)."""
-    overrides = list(HydraConfig.get().overrides.task)
+    """Run one job; return the test MSE (the objective a Hydra sweeper minimizes).
+
+    In a multirun a failing job does not stop the sweep: its run is FAILED with the reason, and
+    the job returns NaN, which sweepers rank last.
+    """
+    hc = HydraConfig.get()
+    overrides = list(hc.overrides.task)
     for noisy in ("jax._src.xla_bridge", "matplotlib", "mlflow.store.db.utils", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    sweep = None
+    if hc.mode == RunMode.MULTIRUN and cfg.tracking.enabled:
+        from lrexp import sweep as sweep_mod
+        from lrexp.tracking import resolve_uri
+
+        uri = resolve_uri(cfg.tracking.uri, hydra.utils.get_original_cwd())
+        sweep = sweep_mod.job_context(hc.job.num, uri, cfg.tracking.experiment)
     try:
         typed = config.to_object(cfg)
-        outcome = run(typed, base_dir=hydra.utils.get_original_cwd(), overrides=overrides)
-    except MissingMandatoryValue as e:
-        _fail(ConfigError(e.full_key, "???", "is required: set it on the command line"))
-    except (ConfigError, DataError) as e:
-        _fail(e)
-    s = outcome.summary
-    return float(s.get("cv_test_mse_mean", s["final_test_mse"]))
+        return objective(
+            run(typed, base_dir=hydra.utils.get_original_cwd(), overrides=overrides, sweep=sweep)
+        )
+    except (ConfigError, DataError, MissingMandatoryValue) as e:
+        error = (
+            ConfigError(e.full_key, "???", "is required: set it on the command line")
+            if isinstance(e, MissingMandatoryValue)
+            else e
+        )
+        if sweep is None:
+            _fail(error)
+        from lrexp import sweep as sweep_mod
+
+        sweep_mod.record_bad_job(overrides, sweep, error)
+    except Exception as e:
+        if sweep is None:
+            raise
+        log.exception("job %d failed: %s", hc.job.num, e)  # its run is already FAILED
+    return float("nan")
 
 
 def _fail(error: Exception) -> None:

@@ -1,0 +1,138 @@
+"""Sweeps: one MLflow parent run per multirun, one child run per job, a summary at the end.
+
+A Hydra callback (enabled in ``conf/config.yaml``) creates the store, the experiment and the parent
+run once, in the launching process, before any job starts; it hands their ids to the jobs through
+the environment, which launchers pass on to worker processes. Jobs then open their runs with those
+ids explicitly: no job creates tables or experiments, so parallel workers on a fresh SQLite store
+lose nothing and never file a run under the wrong experiment.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("lrexp")
+
+ENV_URI = "LREXP_SWEEP_URI"
+ENV_EXPERIMENT = "LREXP_SWEEP_EXPERIMENT"
+ENV_EXPERIMENT_ID = "LREXP_SWEEP_EXPERIMENT_ID"
+ENV_PARENT = "LREXP_SWEEP_PARENT_RUN_ID"
+ENV_KEYS = (ENV_URI, ENV_EXPERIMENT, ENV_EXPERIMENT_ID, ENV_PARENT)
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """A job of a multirun: its parent run, the sweep's experiment and the job's number."""
+
+    parent_run_id: str
+    experiment_id: str
+    job_num: int
+
+
+def job_context(job_num: int, uri: str, experiment: str) -> SweepJob | None:
+    """The sweep this job belongs to, if its store and experiment are the sweep's."""
+    if not os.environ.get(ENV_PARENT):
+        return None
+    if os.environ.get(ENV_URI) != uri or os.environ.get(ENV_EXPERIMENT) != experiment:
+        return None  # the job overrides where it is tracked: it is not the parent's child
+    return SweepJob(os.environ[ENV_PARENT], os.environ[ENV_EXPERIMENT_ID], job_num)
+
+
+def record_bad_job(overrides: list[str], job: SweepJob, error: Exception) -> None:
+    """Record a job whose input was bad as a FAILED child run carrying the reason."""
+    from lrexp import tracking
+
+    uri = os.environ[ENV_URI]
+    run_id = tracking.create_run(
+        uri,
+        job.experiment_id,
+        ",".join(overrides) or "job",
+        {
+            "mlflow.parentRunId": job.parent_run_id,
+            "lrexp.job_num": str(job.job_num),
+            "lrexp.overrides": ",".join(overrides),
+            "lrexp.failure_reason": str(error)[:5000],
+        },
+    )
+    tracking.end_run(uri, run_id, "FAILED")
+    log.error("job %d (%s) failed: %s", job.job_num, ",".join(overrides), error)
+
+
+class SweepCallback(Callback):
+    """Group a multirun's jobs under one MLflow parent run, and summarize them when it ends."""
+
+    def __init__(self) -> None:
+        self.uri: str | None = None
+        self.parent: str | None = None
+        self.exp_id: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not config.tracking.enabled:
+            return
+        from lrexp import provenance, tracking
+
+        self.uri = tracking.resolve_uri(config.tracking.uri, os.getcwd())
+        tracking.init_store(self.uri)
+        self.exp_id = tracking.experiment_id(self.uri, config.tracking.experiment)
+        hc = config.hydra  # HydraConfig.get() is not set yet when a multirun starts
+        name = config.tracking.run_name or "sweep " + " ".join(hc.overrides.task)
+        tags = provenance.tags(config.train.dtype)
+        tags.update(
+            {
+                "lrexp.sweep": "true",
+                "lrexp.sweep_dir": str(hc.sweep.dir),
+                "lrexp.overrides": " ".join(hc.overrides.task),
+            }
+        )
+        self.parent = tracking.create_run(self.uri, self.exp_id, name, tags)
+        os.environ.update(
+            {
+                ENV_URI: self.uri,
+                ENV_EXPERIMENT: config.tracking.experiment,
+                ENV_EXPERIMENT_ID: self.exp_id,
+                ENV_PARENT: self.parent,
+            }
+        )
+        atexit.register(self._abandon)
+        print(
+            f"lrexp sweep: parent run {self.parent} in experiment {config.tracking.experiment!r}",
+            flush=True,
+        )
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.parent is None:
+            return
+        from lrexp import sweep_summary, tracking
+
+        try:
+            print(sweep_summary.summarize(self.uri, self.exp_id, self.parent), flush=True)
+            tracking.end_run(self.uri, self.parent, "FINISHED")
+        finally:
+            self._clear()
+
+    def _abandon(self) -> None:
+        """At exit: a sweep that never reached its end (an exception, Ctrl-C) is not left open."""
+        if self.parent is None:
+            return
+        from lrexp import tracking
+
+        if tracking.run_status(self.uri, self.parent) == "RUNNING":
+            tracking.set_tags(
+                self.uri,
+                self.parent,
+                {"lrexp.failure_reason": "the sweep stopped before all jobs ended"},
+            )
+            tracking.end_run(self.uri, self.parent, "KILLED")
+        self._clear()
+
+    def _clear(self) -> None:
+        self.parent = None
+        for key in ENV_KEYS:
+            os.environ.pop(key, None)

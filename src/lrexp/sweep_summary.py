@@ -1,0 +1,143 @@
+"""The end of a sweep: a leaderboard of its child runs, seed statistics, an overlay of their curves.
+
+Read back from the store, so it counts every job however it was launched (in this process, in
+worker processes, as one batched program).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+
+from lrexp import plots, tracking
+
+MAX_OVERLAY = 64  # curves drawn in the overlay plot, best first
+
+
+def objective(metrics: dict[str, float]) -> float:
+    """A child's test MSE: cross-validated where it has folds; NaN where it has none."""
+    return metrics.get("cv_test_mse_mean", metrics.get("final_test_mse", math.nan))
+
+
+def without_seed(overrides: str) -> str:
+    """Overrides with any ``train.seed=…`` removed: the config a seed group shares."""
+    kept = [o for o in overrides.split(",") if o and not re.match(r"^\+*train\.seed=", o)]
+    return ",".join(kept) or "(defaults)"
+
+
+def leaderboard(children: list[dict]) -> pd.DataFrame:
+    """One row per child run, best test MSE first; failed jobs last, with their reason."""
+    rows = [
+        {
+            "job": int(c["tags"].get("lrexp.job_num", -1)),
+            "run": c["name"],
+            "status": c["status"],
+            "test_mse": objective(c["metrics"]),
+            "train_mse": c["metrics"].get("final_train_mse", math.nan),
+            "gap_theta": c["metrics"].get("gap_theta", math.nan),
+            "epochs_run": c["metrics"].get("epochs_run", math.nan),
+            "seed": c["params"].get("train.seed", ""),
+            "config_noseed": c["tags"].get("lrexp.config_hash_noseed", ""),
+            "reason": c["tags"].get("lrexp.failure_reason", ""),
+            "run_id": c["run_id"],
+        }
+        for c in children
+    ]
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "job",
+            "run",
+            "status",
+            "test_mse",
+            "train_mse",
+            "gap_theta",
+            "epochs_run",
+            "seed",
+            "config_noseed",
+            "reason",
+            "run_id",
+        ],
+    )
+    frame["ok"] = (frame["status"] == "FINISHED") & np.isfinite(frame["test_mse"])
+    frame = frame.sort_values(["ok", "test_mse", "job"], ascending=[False, True, True])
+    return frame.drop(columns="ok").reset_index(drop=True)
+
+
+def seed_stats(board: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std and min of the test MSE across seeds, for each config run with several seeds."""
+    done = board[(board["status"] == "FINISHED") & np.isfinite(board["test_mse"])]
+    groups = []
+    for _, g in done.groupby("config_noseed"):
+        if g["seed"].nunique() < 2:
+            continue
+        groups.append(
+            {
+                "config": without_seed(g["run"].iloc[0]),
+                "seeds": len(g),
+                "mean_test_mse": g["test_mse"].mean(),
+                "std_test_mse": g["test_mse"].std(ddof=1),
+                "min_test_mse": g["test_mse"].min(),
+            }
+        )
+    frame = pd.DataFrame(
+        groups, columns=["config", "seeds", "mean_test_mse", "std_test_mse", "min_test_mse"]
+    )
+    return frame.sort_values("mean_test_mse").reset_index(drop=True)
+
+
+def summarize(uri: str, exp_id: str, parent: str) -> str:
+    """Log the leaderboard, seed statistics and overlay plot to the parent run; return a text."""
+    board = leaderboard(tracking.child_runs(uri, exp_id, parent))
+    finished = board[board["status"] == "FINISHED"]
+    failed = board[board["status"] != "FINISHED"]
+    seeds = seed_stats(board)
+    metrics = {"jobs": len(board), "jobs_finished": len(finished), "jobs_failed": len(failed)}
+    params = {}
+    if len(finished):
+        best = finished.iloc[0]
+        metrics["best_test_mse"] = best["test_mse"]
+        params = {"best.run_id": best["run_id"], "best.run": best["run"]}
+    if len(seeds):
+        metrics["best_seed_mean_test_mse"] = seeds["mean_test_mse"].iloc[0]
+    curves = {
+        r["run"]: (
+            tracking.metric_history(uri, r["run_id"], "train_mse"),
+            tracking.metric_history(uri, r["run_id"], "test_mse"),
+        )
+        for _, r in finished.head(MAX_OVERLAY).iterrows()
+    }
+    fig = plots.overlay(curves, title=f"{len(finished)} runs of the sweep (best {len(curves)})")
+    texts = {"leaderboard.csv": board.to_csv(index=False)}
+    if len(seeds):
+        texts["seeds.csv"] = seeds.to_csv(index=False)
+    tracking.log_to(
+        uri, parent, metrics=metrics, params=params, texts=texts, figures={"plots/overlay.png": fig}
+    )
+    plots.close(fig)
+    return text(board, seeds, parent)
+
+
+def text(board: pd.DataFrame, seeds: pd.DataFrame, parent: str, top: int = 10) -> str:
+    finished = board[board["status"] == "FINISHED"]
+    failed = board[board["status"] != "FINISHED"]
+    lines = [f"lrexp sweep: {len(finished)} finished, {len(failed)} failed (parent run {parent})"]
+    if len(finished):
+        lines.append(f"  {'test MSE':>12} {'train MSE':>12}  run")
+        for _, r in finished.head(top).iterrows():
+            lines.append(f"  {r['test_mse']:>12.6g} {r['train_mse']:>12.6g}  {r['run']}")
+        if len(finished) > top:
+            lines.append(f"  … {len(finished) - top} more in leaderboard.csv")
+    if len(seeds):
+        lines.append("  across seeds (mean ± std, min):")
+        for _, r in seeds.iterrows():
+            lines.append(
+                f"    {r['mean_test_mse']:.6g} ± {r['std_test_mse']:.3g}, "
+                f"{r['min_test_mse']:.6g}  {r['config']} ({r['seeds']} seeds)"
+            )
+    for _, r in failed.iterrows():
+        lines.append(f"  FAILED job {r['job']}: {r['run']}: {r['reason'] or r['status']}")
+    return "\n".join(lines)
