@@ -48,6 +48,7 @@ def start(
             "lrexp.config_hash": config_hash(cfg),
             "lrexp.config_hash_noseed": config_hash(cfg, without=("train.seed",)),
             "lrexp.overrides": ",".join(overrides),
+            "lrexp.base_dir": str(base_dir),  # where relative paths (data.path) were resolved
         }
     )
     exp_id = None
