@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, NamedTuple
 
 import jax
@@ -109,15 +109,17 @@ def _evaluate(theta, X, y, X_test, y_test):
     return loss, loss / y.shape[0], test_mse, jnp.linalg.norm(grad)
 
 
-@partial(jax.jit, static_argnames="spec")
-def init_state(
-    theta0: jax.Array, X: jax.Array, y: jax.Array, hyper: Hyper, *, spec: LoopSpec
-) -> State:
-    """The state before the first step: θ̃0, a fresh optimizer state, the starting train MSE."""
-    tx, _ = _transform(spec, hyper, X.shape[0])
-    mse = model.tsse(theta0, X, y) / y.shape[0]
+def _begin(theta0: jax.Array, X, y, X_test, y_test, hyper: Hyper, *, spec: LoopSpec):
+    """The state before the first step, and history row 0 (the starting point)."""
+    tx, schedule = _transform(spec, hyper, X.shape[0])
+    loss, mse, test_mse, grad_norm = _evaluate(theta0, X, y, X_test, y_test)
     int0 = jnp.zeros((), jnp.int32)
-    return State(theta0, tx.init(theta0), int0, int0, mse, jnp.zeros((), bool), int0 - 1)
+    state = State(theta0, tx.init(theta0), int0, int0, mse, jnp.zeros((), bool), int0 - 1)
+    row = History(loss, mse, test_mse, schedule(int0), grad_norm, theta0)
+    return state, jax.tree.map(lambda v: v[None], row)
+
+
+_begin_jit = jax.jit(_begin, static_argnames="spec")
 
 
 @partial(jax.jit, static_argnames="spec")
@@ -175,15 +177,30 @@ def run_chunk(
     return jax.lax.scan(epoch, state, None, length=spec.chunk)
 
 
-@jax.jit
-def _start_row(theta, X, y, X_test, y_test):
-    return _evaluate(theta, X, y, X_test, y_test)
-
-
 def chunk_epochs(n_train: int, steps_per_epoch: int, epochs: int, work: float = 2e7) -> int:
     """Epochs per compiled call: about ``work`` row-visits, so a call takes well under a second."""
     per_epoch = 2 * n_train + 200 * steps_per_epoch
     return max(1, min(epochs, math.floor(work / per_epoch)))
+
+
+def _result(state: State, rows: list[History], member: int | None = None) -> FitResult:
+    """Assemble one fit's result from its chunks' rows (of ``member``, in a batched fit)."""
+    time_axis = 0 if member is None else 1  # batched rows are (members, epochs, ...)
+
+    def pick(a):
+        a = np.asarray(a)
+        return a if member is None else a[member]
+
+    epochs_run, stop = int(pick(state.epoch)), int(pick(state.stop_epoch))
+    history = History(
+        *(
+            pick(np.concatenate([np.asarray(r[i]) for r in rows], axis=time_axis))[: epochs_run + 1]
+            for i in range(len(History._fields))
+        )
+    )
+    return FitResult(
+        pick(state.theta), history, epochs_run, stop if stop >= 0 else None, int(pick(state.step))
+    )
 
 
 def fit(
@@ -205,17 +222,8 @@ def fit(
     """
     X, y, X_test, y_test = (jnp.asarray(a, dtype) for a in (X, y, X_test, y_test))
     theta = jnp.zeros(X.shape[1] + 1, dtype)
-    state = init_state(theta, X, y, hyper, spec=spec)
-    loss, mse, test_mse, grad_norm = _start_row(theta, X, y, X_test, y_test)
-    lr0 = _transform(spec, hyper, X.shape[0])[1](jnp.zeros((), jnp.int32))
-    rows = [
-        History(
-            *(
-                jnp.reshape(v, (1, *jnp.shape(v)))
-                for v in (loss, mse, test_mse, lr0, grad_norm, theta)
-            )
-        )
-    ]
+    state, row0 = _begin_jit(theta, X, y, X_test, y_test, hyper, spec=spec)
+    rows = [row0]
     for _ in range(-(-spec.epochs // spec.chunk)):
         state, chunk = run_chunk(state, X, y, X_test, y_test, hyper, key, spec=spec)
         rows.append(chunk)
@@ -224,14 +232,50 @@ def fit(
             on_chunk(int(epoch), jax.device_get(chunk))
         if done:
             break
-    epochs_run = int(state.epoch)
-    history = History(
-        *(
-            np.concatenate([np.asarray(r[i]) for r in rows])[: epochs_run + 1]
-            for i in range(len(History._fields))
-        )
-    )
-    stop = int(state.stop_epoch)
-    return FitResult(
-        np.asarray(state.theta), history, epochs_run, stop if stop >= 0 else None, int(state.step)
-    )
+    return _result(state, rows)
+
+
+@lru_cache(maxsize=64)
+def _batched(spec: LoopSpec, data_axis: int | None):
+    """``_begin`` and ``run_chunk`` vmapped over members: one compiled program per (spec, axes)."""
+    d = data_axis
+    begin = jax.jit(jax.vmap(partial(_begin, spec=spec), in_axes=(0, d, d, d, d, 0)))
+    chunk = jax.jit(jax.vmap(partial(run_chunk, spec=spec), in_axes=(0, d, d, d, d, 0, 0)))
+    return begin, chunk
+
+
+def fit_batch(
+    X: np.ndarray,
+    y: np.ndarray,
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    spec: LoopSpec,
+    hypers: list[Hyper],
+    keys: list[jax.Array],
+    dtype: Any = jnp.float32,
+    shared_data: bool = True,
+    on_chunk: Callable[[int, History], None] | None = None,
+) -> list[FitResult]:
+    """Train several members at once as one vectorized program (``vmap`` over members).
+
+    Members share the loop's structure (``spec``) and differ in their float hyperparameters and
+    shuffling keys; with ``shared_data`` they train on the same arrays, else the arrays carry a
+    leading member axis. Each member stops on its own; the loop runs until all have stopped.
+    """
+    hyper = jax.tree.map(lambda *v: jnp.stack(v), *hypers)
+    key = jnp.stack(keys)
+    X, y, X_test, y_test = (jnp.asarray(a, dtype) for a in (X, y, X_test, y_test))
+    begin, chunk_fn = _batched(spec, None if shared_data else 0)
+    theta = jnp.zeros((len(hypers), X.shape[-1] + 1), dtype)
+    state, row0 = begin(theta, X, y, X_test, y_test, hyper)
+    rows = [row0]
+    for _ in range(-(-spec.epochs // spec.chunk)):
+        state, chunk = chunk_fn(state, X, y, X_test, y_test, hyper, key)
+        rows.append(chunk)
+        epoch, done = jax.device_get((state.epoch, state.done))  # one host sync per chunk
+        if on_chunk is not None:
+            on_chunk(int(epoch.max()), jax.device_get(chunk))
+        if done.all():
+            break
+    return [_result(state, rows, member=b) for b in range(len(hypers))]

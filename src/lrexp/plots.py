@@ -70,8 +70,8 @@ def overlay(curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> Fig
     """Train and test MSE per epoch of several runs, one colour per run, on a log scale."""
     fig, (train, test) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained", sharey=True)
     for name, (tr, te) in curves.items():
-        (line,) = train.plot(tr, lw=1, label=name)
-        test.plot(te, lw=1, color=line.get_color())
+        (line,) = train.plot(tr, lw=1)
+        test.plot(te, lw=1, color=line.get_color(), label=name)
     for ax, which in ((train, "train"), (test, "test")):
         ax.set_yscale("log")
         ax.set_xlabel("epoch")

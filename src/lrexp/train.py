@@ -263,8 +263,7 @@ def main(cfg: DictConfig) -> float:
     """
     hc = HydraConfig.get()
     overrides = list(hc.overrides.task)
-    for noisy in ("jax._src.xla_bridge", "matplotlib", "mlflow.store.db.utils", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_libraries()
     sweep = None
     if hc.mode == RunMode.MULTIRUN and cfg.tracking.enabled:
         from lrexp import sweep as sweep_mod
@@ -293,6 +292,12 @@ def main(cfg: DictConfig) -> float:
             raise
         log.exception("job %d failed: %s", hc.job.num, e)  # its run is already FAILED
     return float("nan")
+
+
+def quiet_libraries() -> None:
+    """Keep the libraries' INFO chatter (JAX's TPU probe, MLflow's table set-up) off the console."""
+    for noisy in ("jax._src.xla_bridge", "matplotlib", "mlflow.store.db.utils", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _fail(error: Exception) -> None:

@@ -1,0 +1,147 @@
+"""Run a sweep's jobs as vectorized programs: one ``vmap`` per group of structurally equal jobs.
+
+Jobs whose training loops have the same structure (optimizer, schedule, batch size, epochs, data
+shapes, dtype) differ only in float hyperparameters, seeds or data values: they train together as
+one compiled program. Each job is still checked on its own first, and logged as its own run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
+
+from lrexp import config, fit, train
+from lrexp.config import ConfigError
+from lrexp.data import DataError
+
+log = logging.getLogger("lrexp")
+STACK_BYTES = 2**30  # most memory that per-member copies of the data may take in one batch
+
+
+@dataclass(frozen=True)
+class Job:
+    num: int
+    overrides: list[str]
+    cfg: DictConfig  # the job's composed config, without the ``hydra`` node
+
+
+def structure(p: train.Prepared) -> tuple:
+    """What must be equal for jobs to share one compiled program."""
+    shapes = tuple((len(tr), len(te)) for tr, te in p.parts)
+    return (p.spec, p.cfg.train.dtype, p.dataset.X.shape[1], shapes)
+
+
+def data_identity(p: train.Prepared) -> str:
+    """Equal for jobs that train on identical arrays (same data config, seed and split)."""
+    t = p.cfg.train
+    return json.dumps([asdict(p.cfg.data), t.seed, t.folds, t.test_fraction], sort_keys=True)
+
+
+def batches(prepared: list[tuple[Job, train.Prepared]], max_batch: int) -> list[list]:
+    """Group jobs by structure; split a group whose per-member data copies would be too large."""
+    groups: dict[tuple, list] = {}
+    for item in prepared:
+        groups.setdefault(structure(item[1]), []).append(item)
+    out = []
+    for members in groups.values():
+        p = members[0][1]
+        per_copy = p.dataset.X.nbytes * max(1, len(p.parts))
+        distinct = len({data_identity(q) for _, q in members})
+        size = max_batch if distinct == 1 else max(1, min(max_batch, STACK_BYTES // per_copy))
+        out += [members[i : i + size] for i in range(0, len(members), size)]
+    return out
+
+
+def train_batch(members: list[tuple[Job, train.Prepared]]) -> list[list[fit.FitResult]]:
+    """Train the members on every split as one vectorized program; return each one's fits."""
+    ps = [p for _, p in members]
+    shared = len({data_identity(p) for p in ps}) == 1
+    spec, dtype = ps[0].spec, jnp.dtype(ps[0].cfg.train.dtype)
+    fits: list[list[fit.FitResult]] = [[] for _ in ps]
+    start = time.perf_counter()
+
+    def progress(epochs_done: int, rows: fit.History) -> None:
+        if time.perf_counter() - start > train.PROGRESS_AFTER_S:
+            print(f"  batch of {len(ps)}: epoch {epochs_done}/{spec.epochs}", flush=True)
+
+    for i in range(len(ps[0].parts)):
+        arrays = [p.arrays(i) for p in ps]
+        stacked = arrays[0] if shared else [np.stack(a) for a in zip(*arrays, strict=True)]
+        keys = [jax.random.fold_in(p.shuffle_key, i) for p in ps]
+        results = fit.fit_batch(
+            *stacked,
+            spec=spec,
+            hypers=[p.hyper for p in ps],
+            keys=keys,
+            dtype=dtype,
+            shared_data=shared,
+            on_chunk=progress,
+        )
+        for member, result in zip(fits, results, strict=True):
+            member.append(result)
+    return fits
+
+
+def run_jobs(jobs: list[Job], base_dir: str | Path, max_batch: int = 256) -> dict[int, float]:
+    """Check, train (batched) and log every job; return each job's objective (NaN if it failed)."""
+    from lrexp import sweep
+
+    objectives: dict[int, float] = {}
+    prepared = []
+    for job in jobs:
+        context = _sweep_context(job, base_dir)
+        try:
+            prepared.append((job, train.prepare(config.to_object(job.cfg), base_dir)))
+        except (ConfigError, DataError, MissingMandatoryValue) as e:
+            objectives[job.num] = math.nan
+            if context is not None:
+                sweep.record_bad_job(job.overrides, context, e)
+            else:
+                log.error("job %d (%s) failed: %s", job.num, ",".join(job.overrides), e)
+    groups = batches(prepared, max_batch)
+    log.info("training %d jobs as %d batched programs", len(prepared), len(groups))
+    for members in groups:
+        for (job, p), fits in zip(members, train_batch(members), strict=True):
+            objectives[job.num] = _log_job(job, p, fits, base_dir)
+    return objectives
+
+
+def _sweep_context(job: Job, base_dir: str | Path):
+    from lrexp import sweep
+    from lrexp.tracking import resolve_uri
+
+    t = job.cfg.tracking
+    if not t.enabled:
+        return None
+    return sweep.job_context(job.num, resolve_uri(t.uri, base_dir), t.experiment)
+
+
+def _log_job(job: Job, p: train.Prepared, fits: list[fit.FitResult], base_dir) -> float:
+    """Record one trained job as its own run; return its objective (NaN if logging failed)."""
+    from lrexp import record
+
+    try:
+        with train.tracked(p, job.overrides, _sweep_context(job, base_dir)) as run_id:
+            if run_id is not None:
+                record.log_inputs(p, job.overrides)
+            outcome = train.conclude(p, fits, run_id)
+            if run_id is not None:
+                record.log_outputs(p, outcome)
+    except Exception as e:  # its run is FAILED with the reason; the other jobs go on
+        log.exception("job %d (%s) failed: %s", job.num, ",".join(job.overrides), e)
+        return math.nan
+    value = train.objective(outcome)
+    print(
+        f"  #{job.num} {','.join(job.overrides) or '(defaults)'}: test MSE {value:.6g}", flush=True
+    )
+    return value
