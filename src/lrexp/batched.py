@@ -101,13 +101,24 @@ def run_jobs(jobs: list[Job], base_dir: str | Path, max_batch: int = 256) -> dic
     for job in jobs:
         context = _sweep_context(job, base_dir)
         try:
-            prepared.append((job, train.prepare(config.to_object(job.cfg), base_dir)))
+            p = train.prepare(config.to_object(job.cfg), base_dir)
         except (ConfigError, DataError, MissingMandatoryValue) as e:
             objectives[job.num] = math.nan
             if context is not None:
                 sweep.record_bad_job(job.overrides, context, e)
             else:
                 log.error("job %d (%s) failed: %s", job.num, ",".join(job.overrides), e)
+            continue
+        t = p.cfg.tracking
+        skipped = (
+            train.skip_if_finished(p, job.overrides, context)
+            if (t.enabled and t.skip_finished)
+            else None
+        )
+        if skipped is not None:
+            objectives[job.num] = train.objective(skipped)
+        else:
+            prepared.append((job, p))
     groups = batches(prepared, max_batch)
     log.info("training %d jobs as %d batched programs", len(prepared), len(groups))
     for members in groups:

@@ -60,6 +60,31 @@ def start(
     return tracking.run(uri, cfg.tracking.experiment, name, tags, exp_id=exp_id)
 
 
+def find_finished(p: Prepared) -> dict | None:
+    """A FINISHED run of this experiment with the same config hash, if there is one."""
+    uri = tracking.resolve_uri(p.cfg.tracking.uri, p.base_dir)
+    return tracking.find_finished(
+        uri, p.cfg.tracking.experiment, "lrexp.config_hash", config_hash(p.cfg)
+    )
+
+
+def record_skipped(
+    p: Prepared, name: str, overrides: list[str], sweep: SweepJob | None, done: dict
+) -> str | None:
+    """In a sweep, a FINISHED child pointing at the earlier run, with its summary metrics."""
+    if sweep is None:
+        return None
+    original = done["tags"].get("lrexp.skipped_for", done["run_id"])
+    with start(p.cfg, p.base_dir, name, overrides, sweep) as run_id:
+        tracking.set_tags(
+            tracking.resolve_uri(p.cfg.tracking.uri, p.base_dir),
+            run_id,
+            {"lrexp.skipped_for": original},
+        )
+        tracking.log_metrics(run_id, {}, done["metrics"])
+    return run_id
+
+
 def log_inputs(p: Prepared, overrides: list[str]) -> None:
     """Params (the resolved config, flattened), the config files, and the data set."""
     ds, spec = p.dataset, p.spec

@@ -10,6 +10,7 @@ lose nothing and never file a run under the wrong experiment.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ ENV_URI = "LREXP_SWEEP_URI"
 ENV_EXPERIMENT = "LREXP_SWEEP_EXPERIMENT"
 ENV_EXPERIMENT_ID = "LREXP_SWEEP_EXPERIMENT_ID"
 ENV_PARENT = "LREXP_SWEEP_PARENT_RUN_ID"
-ENV_KEYS = (ENV_URI, ENV_EXPERIMENT, ENV_EXPERIMENT_ID, ENV_PARENT)
+ENV_ARGS = "LREXP_SWEEP_ARGS"  # the sweep's command-line overrides, as JSON
+ENV_KEYS = (ENV_URI, ENV_EXPERIMENT, ENV_EXPERIMENT_ID, ENV_PARENT, ENV_ARGS)
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,25 @@ class SweepJob:
     parent_run_id: str
     experiment_id: str
     job_num: int
+    fixed: tuple[str, ...] = ()  # overrides every job shares (left out of the child's name)
+
+    def varying(self, overrides: list[str]) -> list[str]:
+        """The overrides that tell this job apart from the others of its sweep."""
+        shared = _parsed(self.fixed)
+        return [o for o, kv in zip(overrides, _parsed(overrides), strict=True) if kv not in shared]
+
+
+def _parsed(overrides) -> list[tuple[str, object]]:
+    """(key, value) of each plain override; Hydra re-renders values (false → False) in jobs."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return [(o.get_key_element(), None if o.is_sweep_override() else o.value()) for o in parsed]
+
+
+def describe(overrides: list[str]) -> str:
+    """A run's name from its overrides: where it is tracked and Hydra's own settings left out."""
+    return ",".join(o for o in overrides if not o.lstrip("+~").startswith(("tracking.", "hydra")))
 
 
 def job_context(job_num: int, uri: str, experiment: str) -> SweepJob | None:
@@ -42,7 +63,10 @@ def job_context(job_num: int, uri: str, experiment: str) -> SweepJob | None:
         return None
     if os.environ.get(ENV_URI) != uri or os.environ.get(ENV_EXPERIMENT) != experiment:
         return None  # the job overrides where it is tracked: it is not the parent's child
-    return SweepJob(os.environ[ENV_PARENT], os.environ[ENV_EXPERIMENT_ID], job_num)
+    # A swept argument ("optimizer=sgd,adam") never equals a job's override ("optimizer=sgd"), so
+    # the job overrides found among the sweep's plain arguments are the ones all jobs share.
+    fixed = tuple(json.loads(os.environ.get(ENV_ARGS, "[]")))
+    return SweepJob(os.environ[ENV_PARENT], os.environ[ENV_EXPERIMENT_ID], job_num, fixed)
 
 
 def record_bad_job(overrides: list[str], job: SweepJob, error: Exception) -> None:
@@ -53,7 +77,7 @@ def record_bad_job(overrides: list[str], job: SweepJob, error: Exception) -> Non
     run_id = tracking.create_run(
         uri,
         job.experiment_id,
-        ",".join(overrides) or "job",
+        describe(job.varying(overrides)) or "job",
         {
             "mlflow.parentRunId": job.parent_run_id,
             "lrexp.job_num": str(job.job_num),
@@ -98,6 +122,7 @@ class SweepCallback(Callback):
                 ENV_EXPERIMENT: config.tracking.experiment,
                 ENV_EXPERIMENT_ID: self.exp_id,
                 ENV_PARENT: self.parent,
+                ENV_ARGS: json.dumps(list(hc.overrides.task)),
             }
         )
         atexit.register(self._abandon)

@@ -130,6 +130,29 @@ def child_runs(uri: str, exp_id: str, parent_id: str) -> list[dict[str, Any]]:
     ]
 
 
+def find_finished(uri: str, experiment: str, tag: str, value: str) -> dict[str, Any] | None:
+    """The newest FINISHED run of ``experiment`` whose tag ``tag`` equals ``value``, if any."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id],
+        max_results=1,
+        filter_string=f"tags.`{tag}` = '{value}' and status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+    )
+    if not runs:
+        return None
+    r = runs[0]
+    return {
+        "run_id": r.info.run_id,
+        "name": r.info.run_name,
+        "metrics": dict(r.data.metrics),
+        "tags": dict(r.data.tags),
+    }
+
+
 def metric_history(uri: str, run_id: str, key: str) -> np.ndarray:
     """The values of metric ``key`` of a run, ordered by step."""
     history = MlflowClient(uri).get_metric_history(run_id, key)
@@ -259,3 +282,74 @@ def log_model(theta: np.ndarray, features: Sequence[str], example: pd.DataFrame)
             pip_requirements=[f"mlflow=={mlflow.__version__}", "numpy", "pandas"],
         )
     return info.model_uri
+
+
+# --- reading runs back (compare, reproduce) ---
+def missing_store(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` store that does not exist: reading must not create one."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not Path(uri[len(prefix) :]).is_file():
+        return Path(uri[len(prefix) :])
+    return None
+
+
+def experiment_names(uri: str) -> list[str]:
+    """The names of the store's active experiments, sorted."""
+    return sorted(e.name for e in MlflowClient(uri).search_experiments())
+
+
+def find_experiment(uri: str, name: str) -> str | None:
+    """The id of the active experiment ``name``, or None where there is none (never creates it)."""
+    exp = MlflowClient(uri).get_experiment_by_name(name)
+    return exp.experiment_id if exp is not None and exp.lifecycle_stage == "active" else None
+
+
+def experiment_name(uri: str, exp_id: str) -> str:
+    """The name of the experiment with id ``exp_id``."""
+    return MlflowClient(uri).get_experiment(exp_id).name
+
+
+def _record(r: Any) -> dict[str, Any]:
+    return {
+        "run_id": r.info.run_id,
+        "name": r.info.run_name,
+        "status": r.info.status,
+        "experiment_id": r.info.experiment_id,
+        "start_time": r.info.start_time,
+        "params": dict(r.data.params),
+        "metrics": dict(r.data.metrics),
+        "tags": dict(r.data.tags),
+    }
+
+
+def runs_of(uri: str, exp_id: str) -> list[dict[str, Any]]:
+    """Every active run of an experiment: id, name, status, params, metrics and tags of each."""
+    runs = MlflowClient(uri).search_runs([exp_id], max_results=50000)
+    return [_record(r) for r in runs]
+
+
+def find_run(uri: str, run_id: str) -> dict[str, Any] | None:
+    """One run as :func:`runs_of` describes it, or None where the store has no such run."""
+    try:
+        return _record(MlflowClient(uri).get_run(run_id))
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def artifact_text(uri: str, run_id: str, path: str) -> str | None:
+    """The text of a run's artifact ``path``, or None where the run has no such artifact."""
+    import os
+
+    bar = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # a progress bar on stderr per small file
+    quiet = bar not in os.environ
+    if quiet:
+        os.environ[bar] = "false"
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = MlflowClient(uri).download_artifacts(run_id, path, tmp)
+            return Path(local).read_text(encoding="utf-8")
+        except (mlflow.exceptions.MlflowException, OSError, UnicodeDecodeError):
+            return None
+        finally:
+            if quiet:
+                os.environ.pop(bar, None)

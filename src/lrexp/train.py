@@ -46,6 +46,7 @@ class Outcome:
     theta_star: np.ndarray  # least squares on the training rows (with folds: on all rows)
     folds: list[results.FoldResult]
     dataset: Dataset
+    skipped_for: str | None = None  # the FINISHED run this one was skipped for
 
 
 def build_dataset(d: config.LinearData | config.CsvData, key: jax.Array, base_dir: Path) -> Dataset:
@@ -100,8 +101,9 @@ def run_name(cfg: Config, overrides: list[str]) -> str:
     """The MLflow run name: the configured one, else the overrides, else optimizer-data."""
     if cfg.tracking.run_name:
         return cfg.tracking.run_name
-    chosen = [o for o in overrides if not o.lstrip("+~").startswith(("tracking.", "hydra"))]
-    return ",".join(chosen) if chosen else f"{cfg.optimizer.name}-{cfg.data.name}"
+    from lrexp.sweep import describe
+
+    return describe(overrides) or f"{cfg.optimizer.name}-{cfg.data.name}"
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,8 @@ def tracked(p: Prepared, overrides: list[str], sweep: SweepJob | None = None):
         return contextlib.nullcontext(None)
     from lrexp import record  # deferred: mlflow's import is the slowest of all
 
-    return record.start(p.cfg, p.base_dir, run_name(p.cfg, overrides), overrides, sweep)
+    name = run_name(p.cfg, overrides if sweep is None else sweep.varying(overrides))
+    return record.start(p.cfg, p.base_dir, name, overrides, sweep)
 
 
 def run(
@@ -209,6 +212,10 @@ def run(
     """Validate, load data, train on every split, log the run to MLflow; return the outcome."""
     overrides = list(overrides or [])
     p = prepare(cfg, base_dir)
+    if cfg.tracking.enabled and cfg.tracking.skip_finished:
+        skipped = skip_if_finished(p, overrides, sweep)
+        if skipped is not None:
+            return skipped
     with tracked(p, overrides, sweep) as run_id:
         if run_id is not None:
             from lrexp import record
@@ -221,10 +228,32 @@ def run(
     return outcome
 
 
+def skip_if_finished(p: Prepared, overrides: list[str], sweep: SweepJob | None) -> Outcome | None:
+    from lrexp import record
+
+    done = record.find_finished(p)
+    if done is None:
+        return None
+    name = run_name(p.cfg, overrides if sweep is None else sweep.varying(overrides))
+    run_id = record.record_skipped(p, name, overrides, sweep, done)
+    print(
+        f"lrexp: skipped: this config already FINISHED as run {done['run_id']} "
+        f"({done['name']}); test MSE {objective_of(done['metrics']):.6g}",
+        flush=True,
+    )
+    empty = np.empty(0)
+    return Outcome(
+        run_id, done["metrics"], [], empty, empty, [], p.dataset, skipped_for=done["run_id"]
+    )
+
+
 def objective(outcome: Outcome) -> float:
     """What a sweeper minimizes: the test MSE (cross-validated where there are folds)."""
-    s = outcome.summary
-    return float(s.get("cv_test_mse_mean", s["final_test_mse"]))
+    return objective_of(outcome.summary)
+
+
+def objective_of(summary: dict) -> float:
+    return float(summary.get("cv_test_mse_mean", summary.get("final_test_mse", float("nan"))))
 
 
 def print_summary(p: Prepared, outcome: Outcome) -> None:

@@ -1,0 +1,174 @@
+"""Re-run a logged run from its logged config, and check that θ comes out the same.
+
+python -m lrexp.reproduce <run id>              # a new run, tagged lrexp.reproduction_of=<run id>
+python -m lrexp.reproduce <run id> --no-track   # re-run and compare, log nothing
+
+The config read back from MLflow is untrusted input: it is rebuilt through the command line's
+schemas and checks (:func:`lrexp.config.from_container`, :func:`lrexp.config.validate`), and
+nothing named in it is instantiated. On CPU the same code gives bit-identical results, so a
+difference means the code, the libraries or the hardware changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from lrexp import config
+from lrexp.config import Config, ConfigError
+
+RTOL, ATOL = 1e-6, 1e-9  # "θ matches": np.allclose(now, logged, rtol=RTOL, atol=ATOL)
+LIBRARIES = ("lrexp.jax", "lrexp.jaxlib", "lrexp.optax", "lrexp.jax_backend")
+
+
+class ReproduceError(Exception):
+    """Bad input: the program ends with one line naming it, and exit status 2."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line."""
+    p = argparse.ArgumentParser(
+        prog="python -m lrexp.reproduce", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("run_id", metavar="RUN_ID", help="the MLflow run to reproduce")
+    p.add_argument(
+        "--uri", default="sqlite:///mlflow.db", help="tracking URI (relative sqlite: cwd)"
+    )
+    p.add_argument("--no-track", action="store_true", help="do not log the reproduction as a run")
+    return p.parse_args(argv)
+
+
+def logged_config(text: str) -> Config:
+    """Rebuild the typed config from the text of a logged ``config/config.yaml``."""
+    try:
+        d = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError("config/config.yaml", "…", f"is not valid YAML: {e}") from None
+    return config.from_container(d)
+
+
+def logged_overrides(text: str | None) -> list[str]:
+    """The overrides of a logged ``config/overrides.yaml`` (none where it is missing)."""
+    items = [] if text is None else yaml.safe_load(text)
+    if not isinstance(items, list) or not all(isinstance(o, str) for o in items):
+        raise ReproduceError("config/overrides.yaml: must be a list of strings")
+    return items
+
+
+def logged_theta(text: str) -> np.ndarray:
+    """θ (original units) from the text of a logged ``theta.json``."""
+    try:
+        theta = json.loads(text)["theta"]
+        values = [float(v) for v in theta]
+    except (ValueError, TypeError, KeyError) as e:
+        raise ReproduceError(f"theta.json: has no list of numbers under 'theta' ({e})") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise ReproduceError(f"theta.json: 'theta' must be non-empty and finite, not {values}")
+    return np.asarray(values, dtype=np.float64)
+
+
+def code_warnings(then: dict[str, str], now: dict[str, str]) -> list[str]:
+    """Warnings where the run's code or libraries (its tags) differ from this process's."""
+    old, new = then.get("lrexp.git_commit"), now.get("lrexp.git_commit")
+    out = []
+    if old is None:
+        out.append("warning: the run's lrexp commit is unknown: cannot tell if this code made it")
+    if new is None:
+        out.append("warning: this code's commit is unknown (not a git checkout)")
+    if old is not None and new is not None and old != new:
+        out.append(f"warning: the run was made by lrexp commit {old}, this code is commit {new}")
+    dirty = [w for w, tags in (("the run's code", then), ("this code", now)) if _dirty(tags)]
+    if dirty:
+        out.append(f"warning: {' and '.join(dirty)} had uncommitted changes")
+    for k in LIBRARIES:
+        if then.get(k) and then[k] != now.get(k):
+            out.append(f"warning: {k} was {then[k]}, is {now.get(k)} now")
+    return out
+
+
+def _dirty(tags: dict[str, str]) -> bool:
+    return tags.get("lrexp.git_dirty") == "true"
+
+
+def reproduce(args: argparse.Namespace) -> int:
+    """Re-run the run, print θ logged against θ now; return 0 if it matches, else 1."""
+    from lrexp import provenance, tracking, train
+
+    uri = tracking.resolve_uri(args.uri, os.getcwd())
+    if (missing := tracking.missing_store(uri)) is not None:
+        raise ReproduceError(f"--uri={args.uri}: no MLflow store at {missing}")
+    run = tracking.find_run(uri, args.run_id)
+    if run is None:
+        raise ReproduceError(f"{args.run_id}: no such run in {uri}")
+    if run["tags"].get("lrexp.sweep") == "true":
+        raise ReproduceError(
+            f"run {args.run_id} is a sweep's parent: reproduce one of its child runs "
+            f"(python -m lrexp.compare --sweep {args.run_id} lists them)"
+        )
+    text = tracking.artifact_text(uri, args.run_id, "config/config.yaml")
+    theta_text = tracking.artifact_text(uri, args.run_id, "theta.json")
+    if text is None or theta_text is None:
+        what = "config/config.yaml" if text is None else "theta.json"
+        raise ReproduceError(f"run {args.run_id} ({run['status']}) has no {what} artifact")
+    logged = logged_theta(theta_text)
+    cfg = logged_config(text)
+    tracked_as = {
+        "uri": uri,
+        "experiment": tracking.experiment_name(uri, run["experiment_id"]),
+        "run_name": f"reproduce {args.run_id}",
+        "enabled": not args.no_track,
+    }
+    if hasattr(cfg.tracking, "skip_finished"):
+        tracked_as["skip_finished"] = False  # the original run is that config's FINISHED run
+    cfg = replace(cfg, tracking=replace(cfg.tracking, **tracked_as))
+    logged_dir = run["tags"].get("lrexp.base_dir")
+    base_dir = Path(logged_dir) if logged_dir and Path(logged_dir).is_dir() else Path.cwd()
+    config.validate(cfg, base_dir)
+    overrides = logged_overrides(tracking.artifact_text(uri, args.run_id, "config/overrides.yaml"))
+    print(f"lrexp reproduce: run {args.run_id} ({run['name']}, {run['status']})", flush=True)
+    for line in code_warnings(run["tags"], provenance.tags(cfg.train.dtype)):
+        print(line, flush=True)
+    outcome = train.run(cfg, base_dir=base_dir, overrides=overrides)
+    if outcome.run_id is not None:
+        tracking.set_tags(uri, outcome.run_id, {"lrexp.reproduction_of": args.run_id})
+    print(theta_report(outcome.names, logged, np.asarray(outcome.theta, dtype=np.float64)))
+    if outcome.run_id is not None:
+        print(f"logged as run {outcome.run_id}, tagged lrexp.reproduction_of={args.run_id}")
+    same = logged.shape == outcome.theta.shape and np.allclose(outcome.theta, logged, RTOL, ATOL)
+    print("θ matches" if same else "θ differs", flush=True)
+    return 0 if same else 1
+
+
+def theta_report(names: list[str], logged: np.ndarray, now: np.ndarray) -> str:
+    """θ logged against θ now, one line per coefficient, and the largest absolute difference."""
+    if logged.shape != now.shape:
+        return f"θ logged has {logged.size} values, θ now has {now.size}"
+    lines = [f"  {'':>10} {'θ logged':>20} {'θ now':>20} {'|Δ|':>10}"]
+    for name, a, b in zip(names, logged, now, strict=True):
+        lines.append(f"  {name:>10} {a:>20.12g} {b:>20.12g} {abs(a - b):>10.3g}")
+    lines.append(f"  max |θ now − θ logged| = {np.max(np.abs(now - logged)):.3g}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Reproduce a run; return the exit status: 0 θ matches, 1 θ differs, 2 bad input."""
+    args = parse_args(argv)
+    from lrexp.data import DataError
+
+    try:
+        return reproduce(args)
+    except (ReproduceError, ConfigError, DataError) as e:
+        print(f"lrexp: error: {e}", file=sys.stderr, flush=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
