@@ -148,6 +148,10 @@ def _log_job(job: Job, p: train.Prepared, fits: list[fit.FitResult], base_dir) -
             outcome = train.conclude(p, fits, run_id)
             if run_id is not None:
                 record.log_outputs(p, outcome)
+            train.raise_if_diverged(p, outcome)
+    except train.Diverged as e:
+        log.error("job %d (%s) %s", job.num, ",".join(job.overrides), e)
+        return math.inf
     except Exception as e:  # its run is FAILED with the reason; the other jobs go on
         log.exception("job %d (%s) failed: %s", job.num, ",".join(job.overrides), e)
         return math.nan

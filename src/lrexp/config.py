@@ -129,6 +129,7 @@ class TrainConfig:
     folds: int | None = None
     dtype: str = MISSING
     seed: int = MISSING
+    sufficient_stats: bool = True
 
 
 @dataclass

@@ -37,6 +37,7 @@ class LoopSpec:
     batch_size: int | None = None  # None: one full-batch step per epoch
     epochs: int = 1
     chunk: int = 1  # epochs per compiled call
+    stats: bool = False  # full batch from sufficient statistics rather than from the rows
 
     def steps_per_epoch(self, n_train: int) -> int:
         return 1 if self.batch_size is None else -(-n_train // self.batch_size)
@@ -56,8 +57,9 @@ class State(NamedTuple):
     step: jax.Array  # optimizer steps taken
     epoch: jax.Array  # epochs run
     mse: jax.Array  # train MSE after the last epoch
-    done: jax.Array  # all epochs run, or the tolerance met
+    done: jax.Array  # all epochs run, the tolerance met, or diverged
     stop_epoch: jax.Array  # epoch at which the tolerance was met; -1 if never
+    diverged: jax.Array  # the step whose update left θ non-finite (θ kept from before); -1 if never
 
 
 class History(NamedTuple):
@@ -77,6 +79,7 @@ class FitResult(NamedTuple):
     epochs_run: int
     stop_epoch: int | None  # epoch at which the tolerance was met
     steps: int  # optimizer steps taken
+    diverged_step: int | None = None  # the step at which training diverged
 
 
 def make_hyper(
@@ -102,19 +105,24 @@ def _transform(spec: LoopSpec, hyper: Hyper, n_train: int):
     return tx, schedule
 
 
-def _evaluate(theta, X, y, X_test, y_test):
+def _evaluate(theta, train: model.Rows | model.Stats, test: model.Rows | model.Stats):
     """Full train TSSE and gradient norm, train and test MSE at θ̃."""
-    loss, grad = model.tsse_and_grad(theta, X, y)
-    test_mse = model.tsse(theta, X_test, y_test) / y_test.shape[0]
-    return loss, loss / y.shape[0], test_mse, jnp.linalg.norm(grad)
+    loss, grad = jax.value_and_grad(model.loss)(theta, train)
+    test_mse = model.loss(theta, test) / model.n_rows(test)
+    return loss, loss / model.n_rows(train), test_mse, jnp.linalg.norm(grad)
 
 
-def _begin(theta0: jax.Array, X, y, X_test, y_test, hyper: Hyper, *, spec: LoopSpec):
+def _n_static(train: model.Rows | model.Stats) -> int:
+    """Rows per epoch, where the loop's shape depends on it (mini-batches need rows)."""
+    return train.X.shape[0] if isinstance(train, model.Rows) else 1
+
+
+def _begin(theta0: jax.Array, train, test, hyper: Hyper, *, spec: LoopSpec):
     """The state before the first step, and history row 0 (the starting point)."""
-    tx, schedule = _transform(spec, hyper, X.shape[0])
-    loss, mse, test_mse, grad_norm = _evaluate(theta0, X, y, X_test, y_test)
+    tx, schedule = _transform(spec, hyper, _n_static(train))
+    loss, mse, test_mse, grad_norm = _evaluate(theta0, train, test)
     int0 = jnp.zeros((), jnp.int32)
-    state = State(theta0, tx.init(theta0), int0, int0, mse, jnp.zeros((), bool), int0 - 1)
+    state = State(theta0, tx.init(theta0), int0, int0, mse, jnp.zeros((), bool), int0 - 1, int0 - 1)
     row = History(loss, mse, test_mse, schedule(int0), grad_norm, theta0)
     return state, jax.tree.map(lambda v: v[None], row)
 
@@ -122,53 +130,77 @@ def _begin(theta0: jax.Array, X, y, X_test, y_test, hyper: Hyper, *, spec: LoopS
 _begin_jit = jax.jit(_begin, static_argnames="spec")
 
 
+def _guarded(theta, opt_state, new_theta, new_opt_state, diverged, step):
+    """Take the update only while θ stays finite; else keep θ and record the step once."""
+    ok = (diverged < 0) & jnp.all(jnp.isfinite(new_theta))
+    keep = partial(jnp.where, ok)
+    diverged = jnp.where((diverged < 0) & ~ok, step, diverged)
+    return keep(new_theta, theta), jax.tree.map(keep, new_opt_state, opt_state), diverged
+
+
 @partial(jax.jit, static_argnames="spec")
 def run_chunk(
-    state: State, X, y, X_test, y_test, hyper: Hyper, key: jax.Array, *, spec: LoopSpec
+    state: State, train, test, hyper: Hyper, key: jax.Array, *, spec: LoopSpec
 ) -> tuple[State, History]:
-    """Run ``spec.chunk`` epochs from ``state``; return the new state and their history rows."""
-    n = X.shape[0]
+    """Run ``spec.chunk`` epochs from ``state``; return the new state and their history rows.
+
+    ``train``/``test`` are :class:`model.Rows`, or :class:`model.Stats` for full-batch training.
+    """
+    n = _n_static(train)
     tx, schedule = _transform(spec, hyper, n)
-    loss_fn = partial(model.tsse, X=X, y=y)
+
+    def loss_fn(theta):
+        return model.loss(theta, train)
 
     def sgd_step(carry, batch):
-        theta, opt_state = carry
+        theta, opt_state, diverged, step = carry
         idx, mask = batch
-        _, grad = model.tsse_and_grad(theta, X[idx], y[idx], mask.astype(X.dtype))
-        updates, opt_state = tx.update(grad, opt_state, theta)
-        return (optax.apply_updates(theta, updates), opt_state), None
+        rows = model.Rows(train.X[idx], train.y[idx])
+        grad = jax.grad(lambda t: model.tsse(t, rows.X, rows.y, mask.astype(rows.X.dtype)))(theta)
+        updates, new_opt_state = tx.update(grad, opt_state, theta)
+        new_theta = optax.apply_updates(theta, updates)
+        theta, opt_state, diverged = _guarded(
+            theta, opt_state, new_theta, new_opt_state, diverged, step + 1
+        )
+        return (theta, opt_state, diverged, step + 1), None
 
-    def full_step(theta, opt_state):
-        value, grad = model.tsse_and_grad(theta, X, y)
+    def full_step(s: State):
+        value, grad = jax.value_and_grad(loss_fn)(s.theta)
         if spec.optimizer in optim.LINE_SEARCH:
             updates, opt_state = tx.update(
-                grad, opt_state, theta, value=value, grad=grad, value_fn=loss_fn
+                grad, s.opt_state, s.theta, value=value, grad=grad, value_fn=loss_fn
             )
         else:
-            updates, opt_state = tx.update(grad, opt_state, theta)
-        return optax.apply_updates(theta, updates), opt_state
+            updates, opt_state = tx.update(grad, s.opt_state, s.theta)
+        new_theta = optax.apply_updates(s.theta, updates)
+        return _guarded(s.theta, s.opt_state, new_theta, opt_state, s.diverged, s.step + 1)
 
     def train_epoch(s: State) -> State:
         if spec.batch_size is None:
-            theta, opt_state = full_step(s.theta, s.opt_state)
+            theta, opt_state, diverged = full_step(s)
         else:
             batches = data_mod.epoch_batches(jax.random.fold_in(key, s.epoch), n, spec.batch_size)
-            (theta, opt_state), _ = jax.lax.scan(sgd_step, (s.theta, s.opt_state), batches)
+            carry = (s.theta, s.opt_state, s.diverged, s.step)
+            (theta, opt_state, diverged, _), _ = jax.lax.scan(sgd_step, carry, batches)
         return s._replace(
             theta=theta,
             opt_state=opt_state,
+            diverged=diverged,
             step=s.step + spec.steps_per_epoch(n),
             epoch=s.epoch + 1,
         )
 
     def epoch(s: State, _):
         new = jax.lax.cond(s.done, lambda s: s, train_epoch, s)
-        loss, mse, test_mse, grad_norm = _evaluate(new.theta, X, y, X_test, y_test)
+        loss, mse, test_mse, grad_norm = _evaluate(new.theta, train, test)
+        # θ finite but its loss overflowing (float32) counts as diverging too
+        diverged = jnp.where((new.diverged < 0) & ~jnp.isfinite(loss), new.step, new.diverged)
         improvement = s.mse - mse  # a rise is no plateau: only a small improvement stops
         met_tol = ~s.done & (improvement >= 0) & (improvement < hyper.tol)
         new = new._replace(
             mse=mse,
-            done=s.done | met_tol | (new.epoch >= spec.epochs),
+            diverged=diverged,
+            done=s.done | met_tol | (new.epoch >= spec.epochs) | (diverged >= 0),
             stop_epoch=jnp.where(met_tol, new.epoch, new.stop_epoch),
         )
         lr = schedule(jnp.maximum(new.step - 1, 0))
@@ -183,6 +215,15 @@ def chunk_epochs(n_train: int, steps_per_epoch: int, epochs: int, work: float = 
     return max(1, min(epochs, math.floor(work / per_epoch)))
 
 
+def training_data(X, y, X_test, y_test, *, spec: LoopSpec, dtype: Any, stacked: bool = False):
+    """The train and test data as the loop takes them: rows in ``dtype``, or float64 statistics."""
+    if spec.stats:
+        stats = jax.vmap(model.sufficient_stats) if stacked else jax.jit(model.sufficient_stats)
+        return stats(X, y), stats(X_test, y_test)
+    rows = [jnp.asarray(a, dtype) for a in (X, y, X_test, y_test)]
+    return model.Rows(*rows[:2]), model.Rows(*rows[2:])
+
+
 def _result(state: State, rows: list[History], member: int | None = None) -> FitResult:
     """Assemble one fit's result from its chunks' rows (of ``member``, in a batched fit)."""
     time_axis = 0 if member is None else 1  # batched rows are (members, epochs, ...)
@@ -192,6 +233,7 @@ def _result(state: State, rows: list[History], member: int | None = None) -> Fit
         return a if member is None else a[member]
 
     epochs_run, stop = int(pick(state.epoch)), int(pick(state.stop_epoch))
+    diverged = int(pick(state.diverged))
     history = History(
         *(
             pick(np.concatenate([np.asarray(r[i]) for r in rows], axis=time_axis))[: epochs_run + 1]
@@ -199,7 +241,12 @@ def _result(state: State, rows: list[History], member: int | None = None) -> Fit
         )
     )
     return FitResult(
-        pick(state.theta), history, epochs_run, stop if stop >= 0 else None, int(pick(state.step))
+        pick(state.theta),
+        history,
+        epochs_run,
+        stop if stop >= 0 else None,
+        int(pick(state.step)),
+        diverged if diverged >= 0 else None,
     )
 
 
@@ -220,12 +267,12 @@ def fit(
     ``on_chunk(epochs_done, rows)`` is called on the host after each compiled chunk, with that
     chunk's history rows, for progress display. It never runs inside the compiled loop.
     """
-    X, y, X_test, y_test = (jnp.asarray(a, dtype) for a in (X, y, X_test, y_test))
-    theta = jnp.zeros(X.shape[1] + 1, dtype)
-    state, row0 = _begin_jit(theta, X, y, X_test, y_test, hyper, spec=spec)
+    train, test = training_data(X, y, X_test, y_test, spec=spec, dtype=dtype)
+    theta = jnp.zeros(np.shape(X)[-1] + 1, dtype)
+    state, row0 = _begin_jit(theta, train, test, hyper, spec=spec)
     rows = [row0]
     for _ in range(-(-spec.epochs // spec.chunk)):
-        state, chunk = run_chunk(state, X, y, X_test, y_test, hyper, key, spec=spec)
+        state, chunk = run_chunk(state, train, test, hyper, key, spec=spec)
         rows.append(chunk)
         epoch, done = jax.device_get((state.epoch, state.done))  # one host sync per chunk
         if on_chunk is not None:
@@ -239,8 +286,8 @@ def fit(
 def _batched(spec: LoopSpec, data_axis: int | None):
     """``_begin`` and ``run_chunk`` vmapped over members: one compiled program per (spec, axes)."""
     d = data_axis
-    begin = jax.jit(jax.vmap(partial(_begin, spec=spec), in_axes=(0, d, d, d, d, 0)))
-    chunk = jax.jit(jax.vmap(partial(run_chunk, spec=spec), in_axes=(0, d, d, d, d, 0, 0)))
+    begin = jax.jit(jax.vmap(partial(_begin, spec=spec), in_axes=(0, d, d, 0)))
+    chunk = jax.jit(jax.vmap(partial(run_chunk, spec=spec), in_axes=(0, d, d, 0, 0)))
     return begin, chunk
 
 
@@ -265,13 +312,15 @@ def fit_batch(
     """
     hyper = jax.tree.map(lambda *v: jnp.stack(v), *hypers)
     key = jnp.stack(keys)
-    X, y, X_test, y_test = (jnp.asarray(a, dtype) for a in (X, y, X_test, y_test))
+    train, test = training_data(
+        X, y, X_test, y_test, spec=spec, dtype=dtype, stacked=not shared_data
+    )
     begin, chunk_fn = _batched(spec, None if shared_data else 0)
-    theta = jnp.zeros((len(hypers), X.shape[-1] + 1), dtype)
-    state, row0 = begin(theta, X, y, X_test, y_test, hyper)
+    theta = jnp.zeros((len(hypers), np.shape(X)[-1] + 1), dtype)
+    state, row0 = begin(theta, train, test, hyper)
     rows = [row0]
     for _ in range(-(-spec.epochs // spec.chunk)):
-        state, chunk = chunk_fn(state, X, y, X_test, y_test, hyper, key)
+        state, chunk = chunk_fn(state, train, test, hyper, key)
         rows.append(chunk)
         epoch, done = jax.device_get((state.epoch, state.done))  # one host sync per chunk
         if on_chunk is not None:

@@ -6,6 +6,8 @@ the gradient of TSSE(θ̃) = ‖y − X̃θ̃‖² is 2X̃ᵀ(X̃θ̃ − y).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -51,3 +53,46 @@ def metrics(theta: jax.Array, X: jax.Array, y: jax.Array) -> dict[str, jax.Array
     mse = sse / y.shape[0]
     sst = jnp.sum((y - jnp.mean(y)) ** 2)
     return {"tsse": sse, "mse": mse, "rmse": jnp.sqrt(mse), "r2": 1.0 - sse / sst}
+
+
+# --- the training data, as rows or as sufficient statistics ------------------------------------
+class Rows(NamedTuple):
+    """The data as rows: X (n, M) and y (n,)."""
+
+    X: jax.Array
+    y: jax.Array
+
+
+class Stats(NamedTuple):
+    """Sufficient statistics of (X, y) for TSSE: G = X̃ᵀX̃, b = X̃ᵀy, c = yᵀy, and n."""
+
+    gram: jax.Array
+    xty: jax.Array
+    yty: jax.Array
+    n: jax.Array
+
+
+def sufficient_stats(X: jax.Array, y: jax.Array) -> Stats:
+    """One pass over the rows, accumulated in float64 (X̃ = [1, X] is never built)."""
+    X64, y64 = jnp.asarray(X, jnp.float64), jnp.asarray(y, jnp.float64)
+    n = jnp.asarray(X64.shape[0], jnp.float64)
+    s = jnp.sum(X64, axis=0)
+    gram = jnp.block([[n[None, None], s[None, :]], [s[:, None], X64.T @ X64]])
+    xty = jnp.concatenate([jnp.sum(y64)[None], X64.T @ y64])
+    return Stats(gram, xty, y64 @ y64, n)
+
+
+def tsse_stats(theta: jax.Array, s: Stats) -> jax.Array:
+    """TSSE(θ̃) = c − 2θ̃ᵀb + θ̃ᵀGθ̃, in float64; its gradient is 2(Gθ̃ − b)."""
+    t = theta.astype(jnp.float64)
+    return s.yty - 2.0 * t @ s.xty + t @ (s.gram @ t)
+
+
+def loss(theta: jax.Array, data: Rows | Stats) -> jax.Array:
+    """TSSE of θ̃ on ``data``, in θ̃'s dtype (statistics are exact in float64, then cast)."""
+    value = tsse(theta, data.X, data.y) if isinstance(data, Rows) else tsse_stats(theta, data)
+    return value.astype(theta.dtype)
+
+
+def n_rows(data: Rows | Stats) -> jax.Array | int:
+    return data.X.shape[0] if isinstance(data, Rows) else data.n

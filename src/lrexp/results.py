@@ -89,6 +89,7 @@ def fold_summary(f: FoldResult, true_theta: np.ndarray | None) -> dict[str, floa
         "epochs_run": float(f.fit.epochs_run),
         "steps_run": float(f.fit.steps),
         "epochs_to_tol": None if f.fit.stop_epoch is None else float(f.fit.stop_epoch),
+        "diverged_step": None if f.fit.diverged_step is None else float(f.fit.diverged_step),
     }
     if true_theta is not None:
         out["true_theta_error"] = float(np.linalg.norm(f.theta - true_theta))

@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from lrexp import config, data, fit, optim, results
+from lrexp import config, data, diagnostics, fit, optim, results
 from lrexp.config import Config, ConfigError
 from lrexp.data import DataError, Dataset
 
@@ -33,6 +33,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lrexp")
 PROGRESS_AFTER_S = 2.0  # runs shorter than this print no progress lines
+
+
+class Diverged(RuntimeError):
+    """Training left θ non-finite; the run keeps the last finite θ and the curve up to there."""
+
+    def __init__(self, step: int, fold: int | None, stable_lr: float):
+        where = f" (fold {fold})" if fold is not None else ""
+        super().__init__(
+            f"diverged at step {step}{where}: lower optimizer.lr (plain gradient "
+            f"descent is stable below {stable_lr:.3g} on this data and batch size)"
+        )
 
 
 @dataclass(frozen=True)
@@ -59,7 +70,7 @@ def build_dataset(d: config.LinearData | config.CsvData, key: jax.Array, base_di
     )
 
 
-def loop_spec(cfg: Config, n_train: int) -> fit.LoopSpec:
+def loop_spec(cfg: Config, n_train: int, n_features: int = 1) -> fit.LoopSpec:
     """The static shape of the training loop; line-search optimizers always take full batches."""
     batch_size = cfg.train.batch_size
     if cfg.optimizer.name in optim.LINE_SEARCH and batch_size is not None:
@@ -77,8 +88,10 @@ def loop_spec(cfg: Config, n_train: int) -> fit.LoopSpec:
         schedule_static=optim.split_knobs(asdict(cfg.schedule))[1],
         batch_size=batch_size,
         epochs=epochs,
+        stats=batch_size is None and cfg.train.sufficient_stats,
     )
-    chunk = fit.chunk_epochs(n_train, spec.steps_per_epoch(n_train), epochs)
+    rows = (n_features + 1) ** 2 if spec.stats else n_train  # the work of one epoch, in rows
+    chunk = fit.chunk_epochs(rows, spec.steps_per_epoch(n_train), epochs)
     return fit.LoopSpec(**{**asdict(spec), "chunk": chunk})
 
 
@@ -119,6 +132,7 @@ class Prepared:
     hyper: fit.Hyper
     shuffle_key: jax.Array
     title: str
+    checks: diagnostics.Diagnostics
 
     def arrays(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Split ``i`` as standardized (X_train, y_train, X_test, y_test)."""
@@ -144,7 +158,17 @@ def prepare(cfg: Config, base_dir: str | Path = ".") -> Prepared:
         data.Standardizer.fit(ds.X[tr], ds.feature_names, enabled=cfg.data.standardize)
         for tr, _ in parts
     ]
-    spec = loop_spec(cfg, n_train=len(parts[0][0]))
+    spec = loop_spec(cfg, n_train=len(parts[0][0]), n_features=m)
+    checks = diagnostics.check(
+        scalers[0].apply(ds.X[parts[0][0]]),
+        batch_size=spec.batch_size,
+        optimizer=cfg.optimizer.name,
+        lr=cfg.optimizer.lr,
+        momentum=getattr(cfg.optimizer, "momentum", None),
+        dtype=cfg.train.dtype,
+    )
+    for warning in checks.warnings:
+        log.warning(warning)
     floats = optim.split_knobs(asdict(cfg.optimizer))[0]
     schedule_floats = optim.split_knobs(asdict(cfg.schedule))[0]
     hyper = fit.make_hyper(floats, schedule_floats, cfg.train.tol, jnp.dtype(cfg.train.dtype))
@@ -153,7 +177,7 @@ def prepare(cfg: Config, base_dir: str | Path = ".") -> Prepared:
         f"lrexp: {cfg.optimizer.name} (lr {cfg.optimizer.lr:g}, {cfg.schedule.name}) on "
         f"{ds.name} [{n} rows × {m} features], {batch}, {cfg.train.dtype}"
     )
-    return Prepared(cfg, base_dir, ds, parts, scalers, spec, hyper, k_shuffle, title)
+    return Prepared(cfg, base_dir, ds, parts, scalers, spec, hyper, k_shuffle, title, checks)
 
 
 def train_folds(p: Prepared, *, progress: bool = True) -> list[fit.FitResult]:
@@ -189,6 +213,7 @@ def conclude(p: Prepared, fits: list[fit.FitResult], run_id: str | None) -> Outc
         theta_star = results.optimum(everything, ds.X, ds.y)
     names = results.theta_names(ds.X.shape[1])
     summary = results.summary(folds, ds.true_theta)
+    summary.update(stable_lr_gd=p.checks.stable_lr, hessian_condition=p.checks.hessian_condition)
     return Outcome(run_id, summary, names, theta, theta_star, folds, ds)
 
 
@@ -224,8 +249,18 @@ def run(
         outcome = conclude(p, train_folds(p), run_id)
         if run_id is not None:
             record.log_outputs(p, outcome)
+        raise_if_diverged(p, outcome)  # inside the run: it ends FAILED with this reason
     print_summary(p, outcome)
     return outcome
+
+
+def raise_if_diverged(p: Prepared, outcome: Outcome) -> None:
+    for i, f in enumerate(outcome.folds):
+        if f.fit.diverged_step is not None:
+            print_summary(p, outcome)
+            raise Diverged(
+                f.fit.diverged_step, i + 1 if len(outcome.folds) > 1 else None, p.checks.stable_lr
+            )
 
 
 def skip_if_finished(p: Prepared, overrides: list[str], sweep: SweepJob | None) -> Outcome | None:
@@ -316,6 +351,12 @@ def main(cfg: DictConfig) -> float:
         from lrexp import sweep as sweep_mod
 
         sweep_mod.record_bad_job(overrides, sweep, error)
+    except Diverged as e:
+        if sweep is None:
+            print(f"lrexp: error: {e}", file=sys.stderr, flush=True)
+            sys.exit(3)
+        log.error("job %d %s", hc.job.num, e)
+        return float("inf")  # a sweeper can rank it: worse than any finite result
     except Exception as e:
         if sweep is None:
             raise

@@ -1,0 +1,60 @@
+"""Numerical checks made before training: the stable learning rate and the conditioning.
+
+TSSE is a sum, so its curvature grows with the rows in a batch: the Hessian of a batch of b rows
+is about 2·(b/n)·X̃ᵀX̃. Plain gradient descent is stable for lr < 2/L with L = 2·λmax of that
+Hessian's half, i.e. lr < n / (b·λmax(X̃ᵀX̃)); heavy-ball momentum β stretches it by (1 + β).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from lrexp import model
+
+# Optimizers whose step is lr × gradient: their stability depends on the loss's scale.
+GRADIENT_SCALED = frozenset({"sgd", "momentum", "nesterov"})
+
+
+class Diagnostics(NamedTuple):
+    stable_lr: float  # largest stable lr of plain gradient descent at this batch size
+    hessian_condition: float  # λmax / λmin of X̃ᵀX̃ (the square of cond(X̃))
+    warnings: tuple[str, ...]
+
+
+def check(
+    X_std: np.ndarray,
+    *,
+    batch_size: int | None,
+    optimizer: str,
+    lr: float,
+    momentum: float | None,
+    dtype: str,
+) -> Diagnostics:
+    """Bound the learning rate and judge the conditioning of the standardized design X̃."""
+    gram = np.asarray(model.sufficient_stats(jnp.asarray(X_std), jnp.zeros(len(X_std))).gram)
+    eig = np.linalg.eigvalsh(gram)
+    lam_max, lam_min = float(eig[-1]), float(max(eig[0], 0.0))
+    n = len(X_std)
+    stable_lr = n / ((batch_size or n) * lam_max)
+    condition = lam_max / lam_min if lam_min > 0 else float("inf")
+    warnings = []
+    if optimizer in GRADIENT_SCALED:
+        bound = stable_lr * (1.0 + (momentum or 0.0))
+        if lr > bound:
+            warnings.append(
+                f"optimizer.lr={lr:g} exceeds the largest stable learning rate for this data and "
+                f"batch size ({bound:.3g}{' with momentum' if momentum else ''}; TSSE is a sum, "
+                "so it shrinks as batches grow): expect divergence"
+            )
+    resolution = 1.0 / float(np.finfo(dtype).eps)
+    if condition > resolution:
+        advice = " Use train.dtype=float64." if dtype != "float64" else ""
+        warnings.append(
+            f"the features are nearly collinear: cond(X̃ᵀX̃) = {condition:.3g} exceeds what "
+            f"{dtype} resolves ({resolution:.2g}); θ is poorly determined, judge the run by its "
+            f"loss.{advice}"
+        )
+    return Diagnostics(stable_lr, condition, tuple(warnings))
