@@ -170,7 +170,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "warmup_cosine": WarmupCosine,
     },
     "train": {"default": TrainConfig},
-    "tracking": {"default": TrackingConfig},
+    "tracking": {"default": TrackingConfig, "server": TrackingConfig},
 }
 
 
@@ -261,7 +261,23 @@ def to_object(cfg: DictConfig) -> Config:
     """Convert a composed DictConfig into typed dataclasses: the edge between Hydra and the core."""
     obj = OmegaConf.to_object(cfg)
     assert isinstance(obj, Config)
+    # Keys added with Hydra's `+` (`+optimizer.foo=1`, `+optimizer._target_=…`) compose, and
+    # to_object would drop them silently: an unknown key is an error wherever it comes from.
+    _no_unknown_keys(cfg, obj, "")
     return obj
+
+
+def _no_unknown_keys(node: DictConfig, obj: Any, prefix: str) -> None:
+    allowed = [f.name for f in fields(obj)]
+    for key in node:
+        if key == "hydra" and not prefix:
+            continue
+        if key not in allowed:
+            raise ConfigError(
+                f"{prefix}{key}", node[key], f"unknown key; allowed: {', '.join(allowed)}"
+            )
+        if is_dataclass(getattr(obj, key)):
+            _no_unknown_keys(node[key], getattr(obj, key), f"{prefix}{key}.")
 
 
 def validate(cfg: Config, base_dir: str | Path = ".") -> None:
@@ -379,8 +395,8 @@ def from_container(d: dict) -> Config:
         values = d.get(group)
         if not isinstance(values, dict):
             raise ConfigError(group, values, "must be a mapping of the group's keys")
-        if len(options) == 1:
-            (schema,) = options.values()
+        if len(set(options.values())) == 1:  # one schema for every option (train, tracking)
+            (schema,) = set(options.values())
         elif values.get("name") in options:
             schema = options[values["name"]]
         else:

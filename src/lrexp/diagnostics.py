@@ -16,6 +16,7 @@ from lrexp import model
 
 # Optimizers whose step is lr × gradient: their stability depends on the loss's scale.
 GRADIENT_SCALED = frozenset({"sgd", "momentum", "nesterov"})
+THETA_ERROR_WARN = 0.01  # warn when cond(X̃ᵀX̃)·eps(dtype), θ's relative error, passes 1%
 
 
 class Diagnostics(NamedTuple):
@@ -49,12 +50,12 @@ def check(
                 f"batch size ({bound:.3g}{' with momentum' if momentum else ''}; TSSE is a sum, "
                 "so it shrinks as batches grow): expect divergence"
             )
-    resolution = 1.0 / float(np.finfo(dtype).eps)
-    if condition > resolution:
+    error = condition * float(np.finfo(dtype).eps)  # θ's relative error, roughly
+    if error > THETA_ERROR_WARN:
         advice = " Use train.dtype=float64." if dtype != "float64" else ""
         warnings.append(
-            f"the features are nearly collinear: cond(X̃ᵀX̃) = {condition:.3g} exceeds what "
-            f"{dtype} resolves ({resolution:.2g}); θ is poorly determined, judge the run by its "
-            f"loss.{advice}"
+            f"the features are nearly collinear: cond(X̃ᵀX̃) = {condition:.3g}, so in {dtype} "
+            f"θ is determined only to about {min(error, 1.0):.0%}; judge the run by its loss."
+            f"{advice}"
         )
     return Diagnostics(stable_lr, condition, tuple(warnings))

@@ -271,14 +271,18 @@ def fit(
     theta = jnp.zeros(np.shape(X)[-1] + 1, dtype)
     state, row0 = _begin_jit(theta, train, test, hyper, spec=spec)
     rows = [row0]
-    for _ in range(-(-spec.epochs // spec.chunk)):
-        state, chunk = run_chunk(state, train, test, hyper, key, spec=spec)
-        rows.append(chunk)
-        epoch, done = jax.device_get((state.epoch, state.done))  # one host sync per chunk
-        if on_chunk is not None:
-            on_chunk(int(epoch), jax.device_get(chunk))
-        if done:
-            break
+    try:
+        for _ in range(-(-spec.epochs // spec.chunk)):
+            state, chunk = run_chunk(state, train, test, hyper, key, spec=spec)
+            rows.append(chunk)
+            epoch, done = jax.device_get((state.epoch, state.done))  # one host sync per chunk
+            if on_chunk is not None:
+                on_chunk(int(epoch), jax.device_get(chunk))
+            if done:
+                break
+    except BaseException as e:  # Ctrl-C, SIGTERM: hand the epochs trained so far to the caller
+        e.partial_fit = _result(state, rows)
+        raise
     return _result(state, rows)
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from lrexp import plots, provenance, results, tracking
-from lrexp.config import Config
+from lrexp.config import Config, ConfigError
 from lrexp.model import predict
 
 if TYPE_CHECKING:
@@ -42,6 +42,14 @@ def start(
     In a sweep the run is the child of the sweep's parent run, in the experiment the sweep made.
     """
     uri = tracking.resolve_uri(cfg.tracking.uri, base_dir)
+    unreachable = tracking.check_server(uri)
+    if unreachable is not None:
+        raise ConfigError(
+            "tracking.uri",
+            cfg.tracking.uri,
+            f"{unreachable}; start the server, "
+            "or track locally with tracking.uri=sqlite:///mlflow.db",
+        )
     tags = provenance.tags(cfg.train.dtype)
     tags.update(
         {
@@ -106,6 +114,16 @@ def log_inputs(p: Prepared, overrides: list[str]) -> None:
     tracking.log_text(OmegaConf.to_yaml(OmegaConf.create(overrides)), "config/overrides.yaml")
     frame = pd.DataFrame(ds.X, columns=list(ds.feature_names)).assign(**{ds.target_name: ds.y})
     tracking.log_dataset(frame, name=ds.name, source=ds.source, target=ds.target_name)
+
+
+def log_partial(p: Prepared, run_id: str, fits: list) -> None:
+    """The curves of an interrupted run, up to its last finished chunk."""
+    ds = p.dataset
+    folds = [
+        results.evaluate(f, st, ds.X[tr], ds.y[tr], ds.X[te], ds.y[te])
+        for f, st, (tr, te) in zip(fits, p.scalers, p.parts, strict=False)
+    ]
+    tracking.log_metrics(run_id, results.curves(folds, results.theta_names(ds.X.shape[1])), {})
 
 
 def log_outputs(p: Prepared, outcome: Outcome) -> None:

@@ -13,6 +13,7 @@ import atexit
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +97,11 @@ class SweepCallback(Callback):
         self.uri: str | None = None
         self.parent: str | None = None
         self.exp_id: str | None = None
+        self.heartbeat = None
+
+    def __getstate__(self) -> dict:
+        """Launchers ship callbacks to worker processes: the sweep's state stays in this one."""
+        return {"uri": None, "parent": None, "exp_id": None, "heartbeat": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.tracking.enabled:
@@ -115,7 +121,16 @@ class SweepCallback(Callback):
                 "lrexp.overrides": " ".join(hc.overrides.task),
             }
         )
+        unreachable = tracking.check_server(self.uri)
+        if unreachable is not None:  # Hydra turns callback errors into warnings: stop here
+            print(
+                f"lrexp: error: tracking.uri={config.tracking.uri!r}: {unreachable}",
+                file=sys.stderr,
+                flush=True,
+            )
+            sys.exit(2)
         self.parent = tracking.create_run(self.uri, self.exp_id, name, tags)
+        self.heartbeat = tracking.Heartbeat(self.uri, self.parent).__enter__()
         os.environ.update(
             {
                 ENV_URI: self.uri,
@@ -158,6 +173,9 @@ class SweepCallback(Callback):
         self._clear()
 
     def _clear(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.__exit__()
+            self.heartbeat = None
         self.parent = None
         for key in ENV_KEYS:
             os.environ.pop(key, None)

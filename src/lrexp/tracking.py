@@ -6,10 +6,14 @@ Metrics go to the store in batches (one ``log_batch`` call carries up to 1000 va
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import tempfile
+import threading
 import time
+import traceback
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,6 +28,8 @@ from mlflow.entities import Metric, Param
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
+
+from lrexp import signals
 
 MAX_PARAM_KEY = 250
 MAX_PARAM_VALUE = 6000
@@ -49,6 +55,36 @@ def experiment_id(uri: str, name: str) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
+HEARTBEAT_S = float(os.environ.get("LREXP_HEARTBEAT_S", "10"))  # seconds between heartbeats
+
+
+class Heartbeat:
+    """A daemon thread that stamps ``lrexp.heartbeat`` on a run while the process lives.
+
+    SIGKILL, OOM and power loss cannot be caught; a run whose heartbeat went stale is dead, and
+    ``python -m lrexp.runs reap`` marks it KILLED.
+    """
+
+    def __init__(self, uri: str, run_id: str, every: float = HEARTBEAT_S):
+        self.client, self.run_id, self.every = MlflowClient(uri), run_id, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="lrexp-heartbeat")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            # a busy store skips a beat; staleness is judged generously
+            with contextlib.suppress(Exception):
+                self.client.set_tag(self.run_id, "lrexp.heartbeat", f"{time.time():.3f}")
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 @contextmanager
 def run(
     uri: str,
@@ -58,34 +94,55 @@ def run(
     *,
     exp_id: str | None = None,
 ) -> Iterator[str]:
-    """Open one MLflow run and yield its id; it ends FINISHED, or FAILED if the block raises.
+    """Open one MLflow run and yield its id; it ends FINISHED, FAILED or KILLED, never RUNNING.
 
-    An exception is also recorded as the tag ``lrexp.failure_reason``. ``exp_id``, where given,
-    is used as it is (a sweep creates its experiment once, before any job starts).
+    An exception is recorded as the tag ``lrexp.failure_reason`` (with the traceback as an
+    artifact); Ctrl-C and SIGTERM end the run KILLED; ``sys.exit(0)`` is no failure. ``exp_id``,
+    where given, is used as it is (a sweep creates its experiment once, before any job starts).
     """
     mlflow.set_tracking_uri(uri)
     while mlflow.active_run() is not None:  # left over by an earlier job in a reused worker
         mlflow.end_run("KILLED")
     if exp_id is None:
         exp_id = experiment_id(uri, experiment)
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=dict(tags)) as active:
+    tags = {**tags, "lrexp.heartbeat": f"{time.time():.3f}"}
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as active:
         try:
-            yield active.info.run_id
+            with Heartbeat(uri, active.info.run_id):
+                yield active.info.run_id
         except BaseException as e:
             if isinstance(e, SystemExit) and e.code in (0, None):
                 mlflow.end_run("FINISHED")  # a clean exit is no failure
                 raise
-            mlflow.set_tag("lrexp.failure_reason", failure_reason(e))
-            if isinstance(e, KeyboardInterrupt):
+            mlflow.set_tag("lrexp.failure_reason", signals.reason(e))
+            if isinstance(e, signals.STOPS):
                 mlflow.end_run("KILLED")
+            else:
+                mlflow.log_text(traceback.format_exc(), "failure/traceback.txt")
             raise
 
 
 def failure_reason(e: BaseException) -> str:
     """A one-line reason for a run's tag: the exception's type and message."""
-    if isinstance(e, KeyboardInterrupt):
-        return "interrupted (KeyboardInterrupt / SIGINT)"
-    return f"{type(e).__name__}: {e}"[:5000]
+    return signals.reason(e)
+
+
+def check_server(uri: str, timeout: float = 3.0) -> str | None:
+    """For an http(s) tracking URI, why no MLflow server answers there; None when one does."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import requests
+
+    # Fail fast later too: MLflow otherwise retries each call for minutes.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    try:
+        response = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as e:
+        return f"no MLflow server answers there ({type(e).__name__})"
+    if response.status_code != 200:
+        return f"the server answered /health with HTTP {response.status_code}"
+    return None
 
 
 def init_store(uri: str) -> None:
@@ -151,6 +208,24 @@ def find_finished(uri: str, experiment: str, tag: str, value: str) -> dict[str, 
         "metrics": dict(r.data.metrics),
         "tags": dict(r.data.tags),
     }
+
+
+def stale_runs(uri: str, experiment: str | None, older_than: float) -> list[dict[str, Any]]:
+    """RUNNING runs whose last heartbeat (or start, if none) is more than ``older_than`` s old."""
+    client = MlflowClient(uri)
+    if experiment is None:
+        exp_ids = [e.experiment_id for e in client.search_experiments()]
+    else:
+        exp = client.get_experiment_by_name(experiment)
+        exp_ids = [] if exp is None else [exp.experiment_id]
+    if not exp_ids:
+        return []
+    now, stale = time.time(), []
+    for r in client.search_runs(exp_ids, filter_string="status = 'RUNNING'", max_results=50000):
+        beat = float(r.data.tags.get("lrexp.heartbeat", r.info.start_time / 1000))
+        if now - beat > older_than:
+            stale.append({"run_id": r.info.run_id, "name": r.info.run_name, "last_beat": beat})
+    return stale
 
 
 def metric_history(uri: str, run_id: str, key: str) -> np.ndarray:

@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from lrexp import config, data, diagnostics, fit, optim, results
+from lrexp import config, data, diagnostics, fit, optim, results, signals
 from lrexp.config import Config, ConfigError
 from lrexp.data import DataError, Dataset
 
@@ -181,20 +181,28 @@ def prepare(cfg: Config, base_dir: str | Path = ".") -> Prepared:
 
 
 def train_folds(p: Prepared, *, progress: bool = True) -> list[fit.FitResult]:
-    """Train on every split, one after the other, reusing one compiled program."""
-    fits = []
+    """Train on every split, one after the other, reusing one compiled program.
+
+    Interrupted (Ctrl-C, SIGTERM), the exception carries ``partial_fits``: the splits trained so
+    far and the one in progress, up to its last finished chunk.
+    """
+    fits: list[fit.FitResult] = []
     for i in range(len(p.parts)):
         label = f"fold {i + 1}/{len(p.parts)}: " if len(p.parts) > 1 else ""
-        fits.append(
-            fit.fit(
-                *p.arrays(i),
-                spec=p.spec,
-                hyper=p.hyper,
-                key=jax.random.fold_in(p.shuffle_key, i),
-                dtype=jnp.dtype(p.cfg.train.dtype),
-                on_chunk=_progress(p.spec.epochs, label) if progress else None,
+        try:
+            fits.append(
+                fit.fit(
+                    *p.arrays(i),
+                    spec=p.spec,
+                    hyper=p.hyper,
+                    key=jax.random.fold_in(p.shuffle_key, i),
+                    dtype=jnp.dtype(p.cfg.train.dtype),
+                    on_chunk=_progress(p.spec.epochs, label) if progress else None,
+                )
             )
-        )
+        except BaseException as e:
+            e.partial_fits = [*fits, *([e.partial_fit] if hasattr(e, "partial_fit") else [])]
+            raise
     return fits
 
 
@@ -246,7 +254,13 @@ def run(
             from lrexp import record
 
             record.log_inputs(p, overrides)
-        outcome = conclude(p, train_folds(p), run_id)
+        try:
+            fits = train_folds(p)
+        except BaseException as e:  # keep the curve up to the interruption
+            if run_id is not None and getattr(e, "partial_fits", None):
+                record.log_partial(p, run_id, e.partial_fits)
+            raise
+        outcome = conclude(p, fits, run_id)
         if run_id is not None:
             record.log_outputs(p, outcome)
         raise_if_diverged(p, outcome)  # inside the run: it ends FAILED with this reason
@@ -337,9 +351,11 @@ def main(cfg: DictConfig) -> float:
         sweep = sweep_mod.job_context(hc.job.num, uri, cfg.tracking.experiment)
     try:
         typed = config.to_object(cfg)
-        return objective(
-            run(typed, base_dir=hydra.utils.get_original_cwd(), overrides=overrides, sweep=sweep)
-        )
+        with signals.sigterm_raises():
+            outcome = run(
+                typed, base_dir=hydra.utils.get_original_cwd(), overrides=overrides, sweep=sweep
+            )
+        return objective(outcome)
     except (ConfigError, DataError, MissingMandatoryValue) as e:
         error = (
             ConfigError(e.full_key, "???", "is required: set it on the command line")
@@ -375,5 +391,16 @@ def _fail(error: Exception) -> None:
     sys.exit(2)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m lrexp.train``: check a single run's overrides in one line, then run Hydra."""
+    from lrexp import preflight
+
+    problem = preflight.check(sys.argv[1:])
+    if problem is not None:
+        print(f"lrexp: error: {problem}", file=sys.stderr, flush=True)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

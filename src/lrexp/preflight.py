@@ -1,0 +1,74 @@
+"""The command line, checked before Hydra runs: a bad override is reported in one line.
+
+Hydra's own composition errors span several lines and end with advice about stack traces. For a
+single run, lrexp composes the overrides once first (about 0.1 s) and, if that fails, prints
+``lrexp: error: key=value: what is allowed`` and exits with status 2. Multiruns and Hydra's own
+flags (``--cfg``, ``--help``, …) go to Hydra unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields, is_dataclass
+
+
+def _value(overrides: list[str], key: str) -> str:
+    for o in overrides:
+        k, _, v = o.lstrip("+~").partition("=")
+        if k == key:
+            return v
+    return "?"
+
+
+def _explain(e: Exception, overrides: list[str]) -> str:
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    first = str(e).strip().splitlines()[0]
+    cause = e.__cause__
+    key = getattr(cause, "full_key", None)
+    if key and is_dataclass(getattr(cause, "object_type", None)):
+        allowed = [f.name for f in fields(cause.object_type)]
+        group = key.rpartition(".")[0] or "the config"
+        if type(cause).__name__ in ("ConfigAttributeError", "ConfigKeyError"):
+            return f"{key}={_value(overrides, key)}: no such key in {group}; allowed: " + ", ".join(
+                allowed
+            )
+        detail = str(cause).strip().splitlines()[0]
+        return f"{key}={_value(overrides, key)}: {detail}"
+    if isinstance(e, MissingConfigException):
+        missing = re.search(r"Could not find '([^/']+)/([^']+)'", str(e))
+        options = [
+            o for o in re.findall(r"^\t(\S+)$", str(e), flags=re.M) if not o.endswith("_schema")
+        ]  # the schemas are not options to choose
+        if missing:
+            group, option = missing.groups()
+            return f"{group}={option}: no such option; allowed: {', '.join(options)}"
+    if isinstance(e, OverrideParseException):
+        return f"cannot parse the overrides: {first}"
+    return first
+
+
+def error(overrides: list[str]) -> str | None:
+    """Why ``overrides`` do not compose into a valid config, in one line; None if they do."""
+    from hydra import compose, initialize_config_module
+
+    from lrexp import config
+
+    try:
+        with initialize_config_module(version_base="1.3", config_module="lrexp.conf"):
+            cfg = compose("config", overrides=overrides)
+        config.to_object(cfg)
+    except config.ConfigError as e:
+        return str(e)
+    except Exception as e:  # Hydra's and OmegaConf's composition errors
+        if type(e).__name__ == "MissingMandatoryValue":
+            return None  # a required value (data.path=???): the run reports it, naming the key
+        return _explain(e, overrides)
+    return None
+
+
+def check(argv: list[str]) -> str | None:
+    """The one-line error for a single run's command line; None for multiruns and Hydra flags."""
+    if any(a.startswith("-") for a in argv):
+        return None
+    return error(argv)

@@ -1,0 +1,45 @@
+"""Stopping requests from outside: SIGTERM (schedulers, ``docker stop``) raises like Ctrl-C does.
+
+Python runs signal handlers between bytecodes, so a handler that raises stops a run at the end of
+the compiled chunk in flight (a chunk is sized to take well under a second).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: stop now, record the run as KILLED, keep what it logged."""
+
+
+STOPS = (KeyboardInterrupt, Terminated)  # requests to stop: the run ends KILLED, not FAILED
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated("terminated by SIGTERM")
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (main thread only; else a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def reason(e: BaseException) -> str:
+    """Why a run stopped, in a line."""
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted (Ctrl-C / SIGINT)"
+    if isinstance(e, Terminated):
+        return "terminated (SIGTERM)"
+    return f"{type(e).__name__}: {e}"[:5000]

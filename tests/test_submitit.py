@@ -1,0 +1,51 @@
+"""Sweeps through Hydra's submitit launcher: the SLURM option composes, and the same launcher's
+local executor (a real process per job, as SLURM would start it) nests every job under one parent.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import runs_in
+from hydra import compose, initialize_config_module
+from test_server import lrexp_sweep
+
+
+def test_slurm_launcher_option_composes_to_submitit_slurm():
+    with initialize_config_module(version_base="1.3", config_module="lrexp.conf"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher.partition is None and launcher.timeout_min == 30
+    assert launcher.cpus_per_task == 2 and launcher.tasks_per_node == 1
+    assert launcher.submitit_folder == f"{cfg.hydra.sweep.dir}/.submitit/%j"  # logs by the sweep
+
+
+@pytest.mark.slow
+def test_submitit_local_sweep_nests_every_job_under_one_parent(tmp_path):
+    # A fresh SQLite store: the jobs start at once, so the sweep must have created it first.
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = lrexp_sweep(
+        tmp_path,
+        "hydra/launcher=submitit_local",
+        "optimizer=sgd,adam",
+        "train.epochs=2",
+        "tracking.log_model=false",
+        f"tracking.uri={store}",
+        "tracking.experiment=submitit",
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    runs = runs_in(store, "submitit")
+    assert len(runs) == 3
+    (parent,) = [r for r in runs if r.data.tags.get("lrexp.sweep") == "true"]
+    children = [r for r in runs if r.info.run_id != parent.info.run_id]
+    assert parent.info.status == "FINISHED"
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    assert sorted(r.data.params["optimizer.name"] for r in children) == ["adam", "sgd"]
+    # Each child run was made inside a submitit job: the job's own log names it.
+    logs = list(tmp_path.glob("multirun/*/*/.submitit/*/*_log.out"))
+    assert len(logs) == 2
+    logged = {m for log in logs for m in re.findall(r"MLflow run ([0-9a-f]{32})", log.read_text())}
+    assert logged == {r.info.run_id for r in children}
