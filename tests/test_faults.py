@@ -279,3 +279,32 @@ def test_odd_column_names_and_long_values_never_fail_a_run(tmp_path, store_uri, 
     run = MlflowClient(store_uri).get_run(outcome.run_id)
     assert run.info.status == "FINISHED"
     assert outcome.theta == pytest.approx([1.0, 1.0, 2.0, 3.0], abs=1e-4)
+
+
+def test_store_locked_past_sqlites_wait_fails_clearly_and_keeps_what_was_logged(
+    tmp_path, monkeypatch
+):
+    """A real second connection holds the store's exclusive lock for longer than SQLite's 20 s
+    wait plus one retry: the write fails with a clear error, and what was logged before stays."""
+    uri, db = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "mlflow.db"
+    monkeypatch.setattr(tracking, "STORE_RETRIES", 1)
+    holder = None
+    with (
+        pytest.raises(tracking.StoreLocked, match="stayed locked"),
+        tracking.run(uri, "locked", "locked", {}) as rid,
+    ):
+        tracking.log_metrics(rid, {"train_mse": [2.0, 1.0]}, {})
+        script = (
+            f"import sqlite3, sys, time; c = sqlite3.connect({str(db)!r}); "
+            "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(48)"
+        )
+        holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "locked"
+        tracking.log_metrics(rid, {"test_mse": [5.0]}, {})  # waits 20 s, twice, then fails
+    holder.wait(timeout=60)
+    client = MlflowClient(uri)
+    run = client.get_run(rid)
+    # The lock is gone now: the run was closed FAILED with the reason, nothing lost.
+    assert run.info.status == "FAILED"
+    assert "stayed locked" in run.data.tags["lrexp.failure_reason"]
+    assert [m.value for m in client.get_metric_history(rid, "train_mse")] == [2.0, 1.0]

@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,32 @@ def experiment_id(uri: str, name: str) -> str:
 
 
 HEARTBEAT_S = float(os.environ.get("LREXP_HEARTBEAT_S", "10"))  # seconds between heartbeats
+STORE_RETRIES = int(os.environ.get("LREXP_STORE_RETRIES", "3"))  # after SQLite's own 20 s wait
+
+
+class StoreLocked(RuntimeError):
+    """The store stayed locked by another process through every retry."""
+
+
+def retried(call: Callable[[], Any]) -> Any:
+    """Make one write, again while another process holds the SQLite store's lock, up to a bound.
+
+    SQLite already waits 20 s for a lock; each retry waits that long again. Writes are retried
+    one call at a time (a batch of metrics, a tag), so a retry never logs anything twice.
+    """
+    for attempt in range(STORE_RETRIES + 1):
+        try:
+            return call()
+        except Exception as e:
+            if "database is locked" not in str(e):
+                raise
+            if attempt == STORE_RETRIES:
+                raise StoreLocked(
+                    f"the tracking store stayed locked by another process through "
+                    f"{attempt + 1} waits of about 20 s; everything logged before is kept"
+                ) from e
+            time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
 
 
 class Heartbeat:
@@ -114,11 +140,12 @@ def run(
             if isinstance(e, SystemExit) and e.code in (0, None):
                 mlflow.end_run("FINISHED")  # a clean exit is no failure
                 raise
-            mlflow.set_tag("lrexp.failure_reason", signals.reason(e))
+            why = signals.reason(e)
+            retried(lambda: mlflow.set_tag("lrexp.failure_reason", why))
             if isinstance(e, signals.STOPS):
                 mlflow.end_run("KILLED")
             else:
-                mlflow.log_text(traceback.format_exc(), "failure/traceback.txt")
+                retried(lambda: mlflow.log_text(traceback.format_exc(), "failure/traceback.txt"))
             raise
 
 
@@ -152,11 +179,15 @@ def init_store(uri: str) -> None:
 
 def create_run(uri: str, exp_id: str, run_name: str, tags: Mapping[str, str]) -> str:
     """Create a RUNNING run without making it active in this process (a sweep's parent)."""
-    return MlflowClient(uri).create_run(exp_id, run_name=run_name, tags=dict(tags)).info.run_id
+    client = MlflowClient(uri)
+    return retried(
+        lambda: client.create_run(exp_id, run_name=run_name, tags=dict(tags))
+    ).info.run_id
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
-    MlflowClient(uri).set_terminated(run_id, status)
+    client = MlflowClient(uri)
+    retried(lambda: client.set_terminated(run_id, status))
 
 
 def run_status(uri: str, run_id: str) -> str:
@@ -166,7 +197,7 @@ def run_status(uri: str, run_id: str) -> str:
 def set_tags(uri: str, run_id: str, tags: Mapping[str, str]) -> None:
     client = MlflowClient(uri)
     for k, v in tags.items():
-        client.set_tag(run_id, k, v)
+        retried(lambda k=k, v=v: client.set_tag(run_id, k, v))
 
 
 def child_runs(uri: str, exp_id: str, parent_id: str) -> list[dict[str, Any]]:
@@ -246,20 +277,24 @@ def log_to(
     """Log to a run that is not active in this process (a sweep's parent)."""
     client = MlflowClient(uri)
     now = int(time.time() * 1000)
-    client.log_batch(
-        run_id,
-        metrics=[
-            Metric(k, float(v), now, 0)
-            for k, v in metrics.items()
-            if v is not None and math.isfinite(float(v))
-        ],
-        params=[Param(str(k)[:MAX_PARAM_KEY], str(v)[:MAX_PARAM_VALUE]) for k, v in params.items()],
-        synchronous=True,
+    retried(
+        lambda: client.log_batch(
+            run_id,
+            metrics=[
+                Metric(k, float(v), now, 0)
+                for k, v in metrics.items()
+                if v is not None and math.isfinite(float(v))
+            ],
+            params=[
+                Param(str(k)[:MAX_PARAM_KEY], str(v)[:MAX_PARAM_VALUE]) for k, v in params.items()
+            ],
+            synchronous=True,
+        )
     )
     for path, text in texts.items():
-        client.log_text(run_id, text, path)
+        retried(lambda text=text, path=path: client.log_text(run_id, text, path))
     for path, fig in figures.items():
-        client.log_figure(run_id, fig, path)
+        retried(lambda fig=fig, path=path: client.log_figure(run_id, fig, path))
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -280,7 +315,7 @@ def log_params(params: Mapping[str, Any]) -> None:
         str(k)[:MAX_PARAM_KEY]: ("null" if v is None else str(v))[:MAX_PARAM_VALUE]
         for k, v in params.items()
     }
-    mlflow.log_params(clean)
+    retried(lambda: mlflow.log_params(clean))
 
 
 def log_metrics(
@@ -301,7 +336,8 @@ def log_metrics(
     ]
     client = MlflowClient()
     for i in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[i : i + 1000], synchronous=True)
+        batch = metrics[i : i + 1000]
+        retried(lambda batch=batch: client.log_batch(run_id, metrics=batch, synchronous=True))
     return len(metrics)
 
 
@@ -319,19 +355,19 @@ def log_dataset(
     with warnings.catch_warnings():  # MLflow registers two local-file sources of the same name
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
         dataset = mlflow.data.from_pandas(frame, source=origin, targets=target, name=name)
-    mlflow.log_input(dataset, context=context)
+    retried(lambda: mlflow.log_input(dataset, context=context))
 
 
 def log_json(obj: Any, artifact_file: str) -> None:
-    mlflow.log_text(json.dumps(obj, indent=2), artifact_file)
+    retried(lambda: mlflow.log_text(json.dumps(obj, indent=2), artifact_file))
 
 
 def log_text(text: str, artifact_file: str) -> None:
-    mlflow.log_text(text, artifact_file)
+    retried(lambda: mlflow.log_text(text, artifact_file))
 
 
 def log_figure(figure: Any, artifact_file: str) -> None:
-    mlflow.log_figure(figure, artifact_file)
+    retried(lambda: mlflow.log_figure(figure, artifact_file))
 
 
 def log_model(theta: np.ndarray, features: Sequence[str], example: pd.DataFrame) -> str:

@@ -375,6 +375,13 @@ def main(cfg: DictConfig) -> float:
         return float("inf")  # a sweeper can rank it: worse than any finite result
     except Exception as e:
         if sweep is None:
+            if type(e).__name__ == "StoreLocked":  # tracking.StoreLocked (mlflow loads lazily)
+                print(
+                    f"lrexp: error: tracking.uri={cfg.tracking.uri!r}: {e}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                sys.exit(4)
             raise
         log.exception("job %d failed: %s", hc.job.num, e)  # its run is already FAILED
     return float("nan")
