@@ -19,7 +19,7 @@ class Terminated(BaseException):
 STOPS = (KeyboardInterrupt, Terminated)  # requests to stop: the run ends KILLED, not FAILED
 
 
-def _raise_terminated(signum, frame) -> None:
+def raise_terminated(signum, frame) -> None:
     raise Terminated("terminated by SIGTERM")
 
 
@@ -29,7 +29,7 @@ def sigterm_raises() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         yield
     finally:

@@ -13,12 +13,16 @@ import atexit
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from lrexp import signals
 
 log = logging.getLogger("lrexp")
 
@@ -141,6 +145,10 @@ class SweepCallback(Callback):
             }
         )
         atexit.register(self._abandon)
+        # SIGTERM's default action skips atexit: make it raise, so the parent is ended KILLED
+        # even when the signal lands between jobs or in a batched launcher.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signals.raise_terminated)
         print(
             f"lrexp sweep: parent run {self.parent} in experiment {config.tracking.experiment!r}",
             flush=True,
