@@ -329,10 +329,14 @@ def validate(cfg: Config, base_dir: str | Path = ".") -> None:
 def validate_sizes(cfg: Config, *, n_rows: int, n_features: int, n_train: int) -> None:
     """Check the values that depend on the loaded data's size."""
     if n_rows < n_features + 2:
+        key, value = (
+            ("data.path", cfg.data.path) if isinstance(cfg.data, CsvData) else ("data.n", n_rows)
+        )
         raise ConfigError(
-            "data",
-            f"{n_rows} rows x {n_features} features",
-            f"needs at least {n_features + 2} rows for {n_features} features",
+            key,
+            value,
+            f"has {n_rows} rows for {n_features} features; needs at "
+            f"least {n_features + 2} (the least-squares fit must be determined)",
         )
     if cfg.train.folds is not None and cfg.train.folds > n_rows:
         raise ConfigError(

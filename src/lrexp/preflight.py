@@ -44,8 +44,25 @@ def _explain(e: Exception, overrides: list[str]) -> str:
             group, option = missing.groups()
             return f"{group}={option}: no such option; allowed: {', '.join(options)}"
     if isinstance(e, OverrideParseException):
-        return f"cannot parse the overrides: {first}"
+        return _unparsable(overrides, first)
     return first
+
+
+def _unparsable(overrides: list[str], reason: str) -> str:
+    """Name the override Hydra's grammar rejects, with what the grammar allows."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for o in overrides:
+        try:
+            parser.parse_overrides([o])
+        except Exception:
+            key, _, value = o.partition("=")
+            return (
+                f"{key}={value}: cannot be parsed ({reason}); allowed: key=value, lists as "
+                "[a,b], strings with spaces or brackets in quotes"
+            )
+    return f"cannot parse the overrides: {reason}"
 
 
 def error(overrides: list[str]) -> str | None:
