@@ -94,8 +94,10 @@ def test_signal_ends_the_run_killed_with_its_partial_curve(tmp_path, sig, reason
     assert run.info.status == "KILLED"
     assert run.data.tags["lrexp.failure_reason"].startswith(reason)
     curve = MlflowClient(uri).get_metric_history(run.info.run_id, "train_mse")
-    assert 2 <= len(curve) < 2_000_001  # the curve up to the interruption, not the whole run
-    assert [m.step for m in sorted(curve, key=lambda m: m.step)] == list(range(len(curve)))
+    steps = sorted(m.step for m in curve)
+    assert 2 <= len(curve) <= 1000  # the curve up to the interruption, sampled if long
+    assert steps[0] == 0 and steps[-1] < 2_000_000  # it stops where training stopped
+    assert steps == sorted(set(steps))
 
 
 def test_sigkill_leaves_a_run_that_reap_marks_killed_while_a_live_run_is_spared(tmp_path):

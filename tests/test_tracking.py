@@ -515,3 +515,25 @@ def test_tracking_disabled_creates_no_run(store_uri, experiment, tracked, tmp_pa
     assert runs_in(store_uri, experiment) == []
     assert MlflowClient(store_uri).get_experiment_by_name(experiment) is None
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_long_curve_is_sampled_to_at_most_1000_points_at_their_epochs(store_uri, experiment):
+    cfg = typed_config(
+        "optimizer=sgd",
+        "optimizer.lr=0.0005",
+        "train.batch_size=null",
+        "train.steps=2500",
+        "tracking.log_model=false",
+        f"tracking.uri={store_uri}",
+        f"tracking.experiment={experiment}",
+    )
+    outcome = train.run(cfg)
+    history = outcome.folds[0].fit.history.train_mse
+    logged = sorted(
+        MlflowClient(store_uri).get_metric_history(outcome.run_id, "train_mse"),
+        key=lambda m: m.step,
+    )
+    assert len(history) == 2501 and len(logged) == 1000
+    assert logged[0].step == 0 and logged[-1].step == 2500
+    for m in logged:  # each sampled point is the value of the epoch it is logged at
+        assert m.value == pytest.approx(float(history[m.step]), rel=1e-6)

@@ -116,6 +116,20 @@ def log_inputs(p: Prepared, overrides: list[str]) -> None:
     tracking.log_dataset(frame, name=ds.name, source=ds.source, target=ds.target_name)
 
 
+MAX_CURVE_POINTS = 1000  # per curve: a long run's curve is sampled, its first and last kept
+
+
+def log_curves(run_id: str, curves: dict[str, np.ndarray], scalars: dict) -> None:
+    """Log curves at their epochs, at most MAX_CURVE_POINTS evenly spaced points each."""
+    rows = max((len(c) for c in curves.values()), default=0)
+    if rows <= MAX_CURVE_POINTS:
+        tracking.log_metrics(run_id, curves, scalars)
+        return
+    steps = np.unique(np.linspace(0, rows - 1, MAX_CURVE_POINTS).round().astype(int))
+    sampled = {k: np.asarray(v)[steps] for k, v in curves.items()}
+    tracking.log_metrics(run_id, sampled, scalars, steps=steps.tolist())
+
+
 def log_partial(p: Prepared, run_id: str, fits: list) -> None:
     """The curves of an interrupted run, up to its last finished chunk."""
     ds = p.dataset
@@ -123,14 +137,14 @@ def log_partial(p: Prepared, run_id: str, fits: list) -> None:
         results.evaluate(f, st, ds.X[tr], ds.y[tr], ds.X[te], ds.y[te])
         for f, st, (tr, te) in zip(fits, p.scalers, p.parts, strict=False)
     ]
-    tracking.log_metrics(run_id, results.curves(folds, results.theta_names(ds.X.shape[1])), {})
+    log_curves(run_id, results.curves(folds, results.theta_names(ds.X.shape[1])), {})
 
 
 def log_outputs(p: Prepared, outcome: Outcome) -> None:
     """Curves and summary metrics in batches, θ as JSON, the plots, and the pyfunc model."""
     ds, folds, names = outcome.dataset, outcome.folds, outcome.names
     curves = results.curves(folds, names)
-    tracking.log_metrics(outcome.run_id, curves, outcome.summary)
+    log_curves(outcome.run_id, curves, outcome.summary)
     tracking.log_json(
         {
             "names": names,

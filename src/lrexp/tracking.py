@@ -319,14 +319,24 @@ def log_params(params: Mapping[str, Any]) -> None:
 
 
 def log_metrics(
-    run_id: str, series: Mapping[str, Sequence[float]], scalars: Mapping[str, float]
+    run_id: str,
+    series: Mapping[str, Sequence[float]],
+    scalars: Mapping[str, float],
+    steps: Sequence[int] | None = None,
 ) -> int:
-    """Log curves (value i at step i) and summary scalars in batches; return how many were kept."""
+    """Log curves and summary scalars in batches; return how many values were kept.
+
+    Value i of each curve is logged at ``steps[i]`` (default: step i).
+    """
     now = int(time.time() * 1000)
     metrics = [
-        Metric(key, float(v), now, step)
+        Metric(key, float(v), now, int(step))
         for key, values in series.items()
-        for step, v in enumerate(np.asarray(values, dtype=np.float64).tolist())
+        for step, v in zip(
+            range(len(values)) if steps is None else steps,
+            np.asarray(values, dtype=np.float64).tolist(),
+            strict=True,
+        )
         if math.isfinite(v)
     ]
     metrics += [
