@@ -260,3 +260,49 @@ def test_column_vector_target_is_rejected_instead_of_broadcasting(fn):
     X, y, theta = _problem(21)
     with pytest.raises(ValueError, match=r"shape \(n,\)"):
         fn(jnp.asarray(theta), jnp.asarray(X), jnp.asarray(y[:, None]))
+
+
+def test_tsse_and_gradient_from_statistics_equal_the_rows_in_float64():
+    rng = np.random.default_rng(7)
+    X = rng.normal(3.0, 2.0, size=(5000, 6))  # off-centre: the statistics must not cancel badly
+    y = 1.0 + X @ rng.normal(size=6) + rng.normal(size=5000)
+    stats = model.sufficient_stats(jnp.asarray(X), jnp.asarray(y))
+    rows = model.Rows(jnp.asarray(X), jnp.asarray(y))
+    for theta in (
+        np.zeros(7),
+        rng.normal(size=7),
+        np.linalg.lstsq(np.hstack([np.ones((5000, 1)), X]), y, rcond=None)[0],
+    ):
+        t = jnp.asarray(theta)
+        v_rows, g_rows = jax.value_and_grad(model.loss)(t, rows)
+        v_stats, g_stats = jax.value_and_grad(model.loss)(t, stats)
+        assert float(v_stats) == pytest.approx(float(v_rows), rel=1e-9)
+        np.testing.assert_allclose(
+            np.asarray(g_stats),
+            np.asarray(g_rows),
+            rtol=1e-7,
+            atol=1e-9 * float(jnp.abs(g_rows).max() + 1),
+        )
+
+
+def test_full_batch_fit_from_statistics_follows_the_rows_trajectory():
+    from lrexp import fit
+
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(400, 5))
+    y = 2.0 + X @ np.arange(1.0, 6.0) + 0.1 * rng.normal(size=400)
+    results = {}
+    for stats in (False, True):
+        spec = fit.LoopSpec("adam", "constant", batch_size=None, epochs=60, chunk=20, stats=stats)
+        hyper = fit.make_hyper(
+            {"lr": 0.1, "b1": 0.9, "b2": 0.999, "eps": 1e-8}, {}, None, jnp.float64
+        )
+        results[stats] = fit.fit(
+            X, y, X[:50], y[:50], spec=spec, hyper=hyper, key=jax.random.key(0), dtype=jnp.float64
+        )
+    np.testing.assert_allclose(
+        results[True].history.theta, results[False].history.theta, rtol=1e-8, atol=1e-10
+    )
+    np.testing.assert_allclose(
+        results[True].history.train_tsse, results[False].history.train_tsse, rtol=1e-9
+    )
