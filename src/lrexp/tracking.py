@@ -31,6 +31,10 @@ from mlflow.types import ColSpec, Schema
 
 from lrexp import signals
 
+# MLflow draws a progress bar when it reads artifacts back (validating the model's input example):
+# noise in lrexp's terminal summary.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 MAX_PARAM_KEY = 250
 MAX_PARAM_VALUE = 6000
 

@@ -389,7 +389,14 @@ def main(cfg: DictConfig) -> float:
 
 def quiet_libraries() -> None:
     """Keep the libraries' INFO chatter (JAX's TPU probe, MLflow's table set-up) off the console."""
-    for noisy in ("jax._src.xla_bridge", "matplotlib", "mlflow.store.db.utils", "alembic"):
+    for noisy in (
+        "jax._src.xla_bridge",
+        "matplotlib",
+        "mlflow.store.db.utils",
+        "alembic",
+        "mlflow.pyfunc",
+        "mlflow.models",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
