@@ -224,7 +224,7 @@ def minibatch(sz: Sizes) -> list[Row]:
     rows = [compare("2", what, epoch, "one pass over X", x_pass, 6)]
     shuffle = jax.jit(data.epoch_batches, static_argnums=(1, 2))
     t, _ = repeat(lambda: jax.block_until_ready(shuffle(jax.random.key(0), sz.n_mini, 1024)), 2)
-    rows.append(info("2", "of each epoch: the shuffle (jax.random.permutation)", t.median))
+    rows.append(info("2", "of each epoch: the shuffle (data.epoch_batches)", t.median))
     train_rows, test_rows = (model.Rows(*map(jnp.asarray, a)) for a in (arrays[:2], arrays[2:]))
     evaluate, theta = jax.jit(fit._evaluate), jnp.zeros(sz.m + 1, jnp.float32)
     t, _ = repeat(lambda: jax.block_until_ready(evaluate(theta, train_rows, test_rows)), 3)
@@ -452,7 +452,7 @@ def sklearn_side(sz: Sizes) -> list[Row]:
         steps = max(1, int(np.argmax(met)) if met.any() else sz.steps)
         ours, _ = repeat(lambda opt=opt, h=h, s=steps: run_fit(arrays, opt, h, s), sz.repeats)
         what = f"to within 1% of the optimal MSE: lrexp {name}, {steps} step(s)"
-        rows.append(compare("7", what, ours, f"SGDRegressor, {epochs} epochs", Stat.of(times),
+        rows.append(compare("7", what, ours, f"SGDRegressor, {epochs} epoch(s)", Stat.of(times),
                             None, "side by side"))  # fmt: skip
     return rows
 
@@ -498,7 +498,7 @@ NOTES = {
     "and gradient from the statistics with a float64 pass over the rows at θ = 0, a random θ and "
     "the trained θ. Plain path: `stats=False`, time per step against one read of X (a jitted "
     "column sum); a step needs two reads (forward, gradient).",
-    "2": "lrexp: `fit.fit`, batch 1024, per epoch (shuffle by `jax.random.permutation`, the "
+    "2": "lrexp: `fit.fit`, batch 1024, per epoch (shuffle by `data.epoch_batches`, the "
     "steps, the evaluation); baseline: one read of X (jitted column sum).",
     "3": "lrexp: `train.train_folds` of `experiment=tutorial` (tol off: both run every epoch); "
     "baseline: PyTorch CPU, `nn.Linear` from zeros, one forward/backward call per sample, "
@@ -517,8 +517,12 @@ NOTES = {
 }
 
 
+def load() -> str:
+    return "load average " + ", ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
 def markdown(rows: list[Row], mode: str) -> str:
-    lines = [f"Machine: {machine()}  ", f"Date: {datetime.date.today()} ({mode} mode)", ""]
+    lines = [f"Machine: {machine()}  ", f"Date: {datetime.date.today()}, {mode} mode, {load()}", ""]
     for r in [HEADER, ["---"] * len(HEADER), *map(cells, rows)]:
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
     lines += ["", "How each number is reached (ratios are lrexp / baseline):", ""]
@@ -548,8 +552,7 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 rows += section(sz, Path(tmp))
                 print(f"[{name}: {time.perf_counter() - start:.0f} s]", file=sys.stderr)
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    print(f"\n{machine()}, {datetime.date.today()}, load average now {load}\n")
+    print(f"\n{machine()}, {datetime.date.today()}, {load()}\n")
     print_table(rows)
     if args.markdown:
         args.markdown.write_text(markdown(rows, "quick" if args.quick else "full"))
