@@ -2,7 +2,7 @@
 
     python scripts/bench.py --quick               # CI smoke test: tiny sizes, no timing checks
     python scripts/bench.py --markdown bench.md   # full sizes; also write the results table
-    python scripts/bench.py --only sweep          # one section (see SECTIONS)
+    python scripts/bench.py --only sweep          # some sections (repeat --only; see SECTIONS)
 
 Timings are medians of repeats after a warm-up call; compilation is reported on its own line.
 Ratios are lrexp / baseline, both measured in this run. torch and scikit-learn come from the
@@ -541,14 +541,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test for CI")
     parser.add_argument("--markdown", type=Path, help="also write the table as markdown here")
-    parser.add_argument("--only", choices=SECTIONS, help="run one section")
+    parser.add_argument("--only", choices=SECTIONS, action="append", help="run this section")
     args = parser.parse_args(argv)
     train.quiet_libraries()
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     sz, rows = (QUICK if args.quick else FULL), []
     with tempfile.TemporaryDirectory(prefix="lrexp-bench-") as tmp:
         for name, section in SECTIONS.items():
-            if args.only in (None, name):
+            if args.only is None or name in args.only:
                 start = time.perf_counter()
                 rows += section(sz, Path(tmp))
                 print(f"[{name}: {time.perf_counter() - start:.0f} s]", file=sys.stderr)
