@@ -90,6 +90,7 @@ def race(n: int, *fns: Callable[[], object], warmup: int = 1) -> list[tuple[Stat
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(warmup + n):
         for fn, ts in zip(fns, times, strict=True):
+            time.sleep(0.1)  # BLAS threads spin ~0.1 s after a call, slowing whatever comes next
             t = time.perf_counter()
             fn()
             ts.append(time.perf_counter() - t)
