@@ -306,3 +306,72 @@ def test_full_batch_fit_from_statistics_follows_the_rows_trajectory():
     np.testing.assert_allclose(
         results[True].history.train_tsse, results[False].history.train_tsse, rtol=1e-9
     )
+
+
+def test_columns_hold_x_transposed_for_single_and_stacked_data():
+    X, y, _ = _problem(30, n=20, m=3)
+    cols = model.columns(jnp.asarray(X), jnp.asarray(y))
+    assert cols.XT.shape == (3, 20)
+    np.testing.assert_array_equal(np.asarray(cols.XT), X.T)
+    np.testing.assert_array_equal(np.asarray(cols.y), y)
+    assert model.n_rows(cols) == 20
+    stacked = model.columns(jnp.stack([X, 2 * X]), jnp.stack([y, y]))
+    assert stacked.XT.shape == (2, 3, 20)
+    np.testing.assert_array_equal(np.asarray(stacked.XT[1]), 2 * X.T)
+
+
+@pytest.mark.parametrize("seed", [31, 32, 33])
+def test_loss_on_columns_and_its_grad_equal_the_analytic_tsse_and_gradient(seed):
+    X, y, theta = _problem(seed, n=60, m=4)
+    Xt = _aug(X)
+    cols = model.columns(jnp.asarray(X), jnp.asarray(y))
+    value, grad = jax.jit(jax.value_and_grad(model.loss))(jnp.asarray(theta), cols)
+    assert value.dtype == grad.dtype == jnp.float64
+    _close(value, np.sum((Xt @ theta - y) ** 2), rtol=1e-12)
+    _close(grad, 2.0 * Xt.T @ (Xt @ theta - y), rtol=1e-10)
+    # and eagerly, through plain jax.grad of the custom VJP
+    _close(jax.grad(model.tsse_columns)(jnp.asarray(theta), cols.XT, cols.y), grad, rtol=1e-12)
+
+
+def test_float32_loss_on_columns_matches_the_rows_and_the_float64_oracle():
+    X, y, theta = _problem(34, n=5000, m=6)
+    Xt = _aug(X)
+    t, Xf, yf = (jnp.asarray(a, jnp.float32) for a in (theta, X, y))
+    v_cols, g_cols = jax.value_and_grad(model.loss)(t, model.columns(Xf, yf))
+    v_rows, g_rows = jax.value_and_grad(model.loss)(t, model.Rows(Xf, yf))
+    assert v_cols.dtype == g_cols.dtype == jnp.float32
+    _close(v_cols, np.sum((Xt @ theta - y) ** 2), rtol=1e-4)
+    _close(g_cols, 2.0 * Xt.T @ (Xt @ theta - y), rtol=1e-4)
+    _close(v_cols, v_rows, rtol=1e-5)
+    _close(g_cols, g_rows, rtol=1e-5)
+
+
+def test_grad_on_columns_under_vmap_equals_each_member_alone():
+    # fit_batch vmaps the loop: members with their own θ̃ on shared or on stacked data
+    X, y, _ = _problem(35, n=30, m=3)
+    thetas = np.random.default_rng(350).normal(size=(4, 4))
+    Xs, ys = np.stack([X, X + 1.0]), np.stack([y, -y])
+    grad = jax.grad(model.loss)
+    shared = jax.vmap(grad, in_axes=(0, None))(jnp.asarray(thetas), model.columns(X, y))
+    stacked = jax.vmap(grad)(jnp.asarray(thetas[:2]), model.columns(Xs, ys))
+    for b, theta in enumerate(thetas):
+        _close(shared[b], 2.0 * _aug(X).T @ (_aug(X) @ theta - y), rtol=1e-10)
+    for b in range(2):
+        Xt = _aug(Xs[b])
+        _close(stacked[b], 2.0 * Xt.T @ (Xt @ thetas[b] - ys[b]), rtol=1e-10)
+
+
+def test_column_vector_target_is_rejected_on_columns_too():
+    X, y, theta = _problem(36)
+    with pytest.raises(ValueError, match=r"shape \(n,\)"):
+        model.loss(jnp.asarray(theta), model.columns(jnp.asarray(X), jnp.asarray(y[:, None])))
+
+
+def test_loss_on_columns_runs_without_implicit_rank_promotion():
+    X, y, theta = _problem(37)
+    with jax.numpy_rank_promotion("raise"):
+        value, grad = jax.jit(jax.value_and_grad(model.loss))(
+            jnp.asarray(theta), model.columns(jnp.asarray(X), jnp.asarray(y))
+        )
+    _close(value, np.sum((_aug(X) @ theta - y) ** 2), rtol=1e-12)
+    _close(grad, 2.0 * _aug(X).T @ (_aug(X) @ theta - y), rtol=1e-10)

@@ -55,12 +55,60 @@ def metrics(theta: jax.Array, X: jax.Array, y: jax.Array) -> dict[str, jax.Array
     return {"tsse": sse, "mse": mse, "rmse": jnp.sqrt(mse), "r2": 1.0 - sse / sst}
 
 
-# --- the training data, as rows or as sufficient statistics ------------------------------------
+# --- the training data: rows, feature-major columns or sufficient statistics ----------------------
 class Rows(NamedTuple):
     """The data as rows: X (n, M) and y (n,)."""
 
     X: jax.Array
     y: jax.Array
+
+
+class Columns(NamedTuple):
+    """The data feature-major, Xᵀ (M, n) and y (n,): full-batch passes over the rows stream it.
+
+    Both products of a step, X̃θ̃ and X̃ᵀr, then read contiguous rows of Xᵀ. On row-major X the
+    gradient's rᵀX ran at a third of the bandwidth on this CPU: a value and gradient read X about
+    3.5 times over, feature-major about 2.
+    """
+
+    XT: jax.Array
+    y: jax.Array
+
+
+def columns(X: jax.Array, y: jax.Array) -> Columns:
+    """The rows (…, n, M) as :class:`Columns`, one transposed copy of X; call it outside ``jit``
+    (inside, XLA may fold the transpose into the products, undoing the layout)."""
+    return Columns(jnp.swapaxes(jnp.asarray(X), -1, -2), jnp.asarray(y))
+
+
+@jax.custom_vjp
+def tsse_columns(theta: jax.Array, XT: jax.Array, y: jax.Array) -> jax.Array:
+    """TSSE ‖r‖², r = X̃θ̃ − y, from feature-major Xᵀ (M, n); its gradient 2X̃ᵀr is one product.
+
+    (A custom VJP: autodiff computed the same product but ran 10% slower, scaling r first.)
+    """
+    return _residual_sq(theta, XT, y)[0]
+
+
+def _residual_sq(theta, XT, y):
+    if y.ndim != 1:  # as in tsse: a (n, 1) target would broadcast into an (n, n) residual
+        raise ValueError(f"y must have shape (n,), got {y.shape}")
+    r = theta[0] + theta[1:] @ XT - y
+    return r @ r, r
+
+
+def _tsse_columns_fwd(theta, XT, y):
+    value, r = _residual_sq(theta, XT, y)
+    return value, (theta, XT, r)
+
+
+def _tsse_columns_bwd(residuals, ct):
+    theta, XT, r = residuals
+    grad = 2.0 * ct * jnp.concatenate([jnp.sum(r)[None], XT @ r])
+    return grad.astype(theta.dtype), None, None
+
+
+tsse_columns.defvjp(_tsse_columns_fwd, _tsse_columns_bwd)
 
 
 class Stats(NamedTuple):
@@ -97,11 +145,16 @@ def tsse_stats(theta: jax.Array, s: Stats) -> jax.Array:
     return s.yty - 2.0 * t @ s.xty + t @ (s.gram @ t)
 
 
-def loss(theta: jax.Array, data: Rows | Stats) -> jax.Array:
+def loss(theta: jax.Array, data: Rows | Columns | Stats) -> jax.Array:
     """TSSE of θ̃ on ``data``, in θ̃'s dtype (statistics are exact in float64, then cast)."""
-    value = tsse(theta, data.X, data.y) if isinstance(data, Rows) else tsse_stats(theta, data)
+    if isinstance(data, Rows):
+        value = tsse(theta, data.X, data.y)
+    elif isinstance(data, Columns):
+        value = tsse_columns(theta, data.XT, data.y)
+    else:
+        value = tsse_stats(theta, data)
     return value.astype(theta.dtype)
 
 
-def n_rows(data: Rows | Stats) -> jax.Array | int:
-    return data.X.shape[0] if isinstance(data, Rows) else data.n
+def n_rows(data: Rows | Columns | Stats) -> jax.Array | int:
+    return data.n if isinstance(data, Stats) else data.y.shape[-1]
