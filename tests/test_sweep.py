@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -20,14 +21,16 @@ from lrexp import fit, train
 SMALL = ["train.epochs=3", "tracking.log_model=false"]
 
 
-def multirun(cwd: Path, uri: str, experiment: str, *overrides: str) -> subprocess.CompletedProcess:
+def multirun(
+    cwd: Path, uri: str, experiment: str, *overrides: str, small: list[str] = SMALL
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     args = [
         sys.executable,
         "-m",
         "lrexp.train",
         "-m",
-        *SMALL,
+        *small,
         *overrides,
         f"tracking.uri={uri}",
         f"tracking.experiment={experiment}",
@@ -101,10 +104,63 @@ def test_parent_carries_leaderboard_best_child_and_overlay(seed_sweep, tmp_path)
     )
     assert parent.data.params["best.run_id"] == best.info.run_id
     assert parent.data.metrics["jobs_finished"] == 4 and parent.data.metrics["jobs_failed"] == 0
-    png = MlflowClient(uri).download_artifacts(
-        parent.info.run_id, "plots/overlay.png", str(tmp_path)
+    svg = artifact_text(uri, parent.info.run_id, "plots/overlay.svg", tmp_path)
+    assert svg.startswith("<svg") and svg.count("<polyline") == 2 * len(children)
+
+
+def test_sweep_logs_the_model_of_its_best_child_only(tmp_path):
+    import pandas as pd
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    multirun(
+        tmp_path, uri, "models", "hydra/launcher=vmap", "optimizer.lr=0.001,0.01",
+        small=["train.epochs=3"],
+    )  # fmt: skip
+    parent, children = sweep_runs(uri, "models")
+    best = min(children.values(), key=lambda r: r.data.metrics["final_test_mse"])
+    assert parent.data.params["best.run_id"] == best.info.run_id
+    mlflow.set_tracking_uri(uri)
+    models = mlflow.search_logged_models(
+        experiment_ids=[parent.info.experiment_id], output_format="list"
     )
-    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [m.source_run_id for m in models] == [best.info.run_id]
+    assert parent.data.params["best.model_uri"] == f"models:/{models[0].model_id}"
+    assert MlflowClient(uri).get_run(best.info.run_id).info.status == "FINISHED"
+    doc = json.loads(artifact_text(uri, best.info.run_id, "theta.json", tmp_path))
+    X = np.random.default_rng(0).normal(size=(7, len(doc["features"])))
+    predicted = mlflow.pyfunc.load_model(parent.data.params["best.model_uri"]).predict(
+        pd.DataFrame(X, columns=doc["features"])
+    )
+    np.testing.assert_allclose(
+        np.ravel(predicted), doc["theta"][0] + X @ doc["theta"][1:], rtol=1e-9
+    )
+
+
+def test_vmap_launchers_fast_composition_equals_hydras(tmp_path, monkeypatch):
+    """A job's config built from an earlier job's (values set) is the config Hydra composes."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.lrexp_launcher.vmap_launcher import SweepConfigs
+
+    monkeypatch.chdir(tmp_path)
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path("pkg://lrexp.conf"))
+    args = ["hydra/launcher=vmap", "optimizer=momentum,adam", "optimizer.lr=0.1,0.2"]
+    master = loader.load_configuration("config", overrides=args, run_mode=RunMode.MULTIRUN)
+    fast = SweepConfigs(loader)
+    jobs = [
+        ["optimizer=momentum", "optimizer.lr=0.1", "train.seed=3"],
+        ["optimizer=momentum", "optimizer.lr=0.2", "train.seed=4"],  # from the first: values
+        ["optimizer=adam", "optimizer.lr=0.2", "train.seed=4"],  # another group: Hydra's own
+        ["optimizer=adam", "optimizer.lr=0.3", "train.seed=5", "data.weights=[1,2]"],
+        ["optimizer=adam", "optimizer.lr=0.4", "train.seed=6", "data.weights=[3,4]"],
+    ]
+    for job in jobs:
+        ours = OmegaConf.to_container(fast.load_sweep_config(master, job))
+        hydras = OmegaConf.to_container(loader.load_sweep_config(master, job))
+        assert ours == hydras, job
 
 
 def test_parent_aggregates_each_config_across_seeds(seed_sweep, tmp_path):

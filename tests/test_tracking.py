@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import json
 import platform
-import struct
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +32,8 @@ import lrexp
 from lrexp import train
 from lrexp.data import DataError
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CURVES = ["train_mse", "test_mse", "train_tsse", "lr", "grad_norm"]
+CURVES_ORDER = ["train_tsse", "train_mse", "test_mse", "lr", "grad_norm"]  # history.csv's columns
 
 
 @dataclass(frozen=True)
@@ -279,7 +278,17 @@ def test_overrides_artifact_equals_the_overrides_list(adam_run, client, tmp_path
 def test_theta_json_holds_the_outcomes_thetas(adam_run, client, tmp_path):
     out = adam_run.outcome
     doc = json.loads(_download(client, out.run_id, "theta.json", tmp_path).read_text())
-    assert set(doc) == {"names", "theta", "theta_star", "theta_true", "folds"}
+    assert set(doc) == {
+        "names",
+        "theta",
+        "theta_star",
+        "theta_true",
+        "folds",
+        "features",
+        "example",
+    }
+    assert doc["features"] == list(out.dataset.feature_names)
+    np.testing.assert_array_equal(doc["example"], out.dataset.X[:5])
     assert doc["names"] == out.names == ["bias", *(f"theta_{j}" for j in range(1, 6))]
     np.testing.assert_allclose(doc["theta"], out.theta, rtol=1e-12)
     np.testing.assert_allclose(doc["theta_star"], out.theta_star, rtol=1e-12)
@@ -297,13 +306,36 @@ def test_cv_theta_json_theta_is_the_mean_of_the_fold_thetas(cv_run, client, tmp_
     np.testing.assert_allclose(doc["theta"], fold_thetas.mean(axis=0), rtol=1e-12)
 
 
-@pytest.mark.parametrize("artifact", ["plots/loss_curve.png", "plots/fitted_vs_actual.png"])
-def test_plots_are_valid_nonempty_pngs(adam_run, client, tmp_path, artifact):
-    raw = _download(client, adam_run.outcome.run_id, artifact, tmp_path).read_bytes()
-    assert raw[:8] == PNG_SIGNATURE
-    assert raw[12:16] == b"IHDR"
-    width, height = struct.unpack(">II", raw[16:24])
-    assert width > 0 and height > 0
+@pytest.mark.parametrize("artifact", ["plots/loss_curve.svg", "plots/fitted_vs_actual.svg"])
+def test_plots_are_well_formed_svg_images(adam_run, client, tmp_path, artifact):
+    import xml.etree.ElementTree as ET
+
+    from mlflow.utils.mime_type_utils import _guess_mime_type
+
+    root = ET.parse(_download(client, adam_run.outcome.run_id, artifact, tmp_path)).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert float(root.get("width")) > 0 and float(root.get("height")) > 0
+    drawn = [e for e in root.iter() if e.tag.endswith(("polyline", "circle"))]
+    assert len(drawn) >= 2  # curves or points, not an empty frame
+    assert _guess_mime_type(artifact) == "image/svg+xml"  # the UI's artifact view shows an image
+
+
+def test_loss_curve_svg_draws_train_and_test_and_the_optimum(adam_run, client, tmp_path):
+    text = _download(client, adam_run.outcome.run_id, "plots/loss_curve.svg", tmp_path).read_text()
+    assert "train MSE" in text and "test MSE" in text and "least-squares optimum" in text
+    assert text.count("<polyline") == 2
+
+
+def test_history_csv_has_every_curve_at_every_epoch(adam_run, client, tmp_path):
+    out = adam_run.outcome
+    table = pd.read_csv(_download(client, out.run_id, "history.csv", tmp_path))
+    fold = out.folds[0]
+    assert list(table.columns) == ["epoch", *CURVES_ORDER, *out.names]
+    assert table["epoch"].tolist() == list(range(fold.fit.epochs_run + 1))
+    for key in CURVES:
+        np.testing.assert_allclose(table[key], getattr(fold.fit.history, key), rtol=1e-6)
+    for j, name in enumerate(out.names):
+        np.testing.assert_allclose(table[name], fold.trajectory[:, j], rtol=1e-6)
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -470,6 +502,14 @@ def test_logged_model_signature_names_the_feature_columns(adam_run, store_uri):
     assert model.metadata.get_input_schema().input_names() == list(out.dataset.feature_names)
 
 
+def test_logged_model_carries_the_runs_summary_metrics_only(adam_run, store_uri):
+    out = adam_run.outcome
+    (info,) = _logged_models(store_uri, adam_run.experiment_id, out.run_id)
+    linked = {m.key: m.value for m in info.metrics}
+    assert linked["final_test_mse"] == pytest.approx(out.summary["final_test_mse"], rel=1e-9)
+    assert not set(CURVES) & set(linked)  # not the curves' starting points (step 0)
+
+
 def test_log_model_false_logs_no_model(default_run, store_uri):
     assert default_run.run.info.status == "FINISHED"
     assert _logged_models(store_uri, default_run.experiment_id, default_run.outcome.run_id) == []
@@ -517,23 +557,30 @@ def test_tracking_disabled_creates_no_run(store_uri, experiment, tracked, tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_long_curve_is_sampled_to_at_most_1000_points_at_their_epochs(store_uri, experiment):
+def test_a_long_curve_is_sampled_with_its_first_best_and_last_epochs(store_uri, experiment):
     cfg = typed_config(
         "optimizer=sgd",
         "optimizer.lr=0.0005",
         "train.batch_size=null",
         "train.steps=2500",
         "tracking.log_model=false",
+        "tracking.max_curve_points=50",
         f"tracking.uri={store_uri}",
         f"tracking.experiment={experiment}",
     )
     outcome = train.run(cfg)
-    history = outcome.folds[0].fit.history.train_mse
-    logged = sorted(
-        MlflowClient(store_uri).get_metric_history(outcome.run_id, "train_mse"),
-        key=lambda m: m.step,
-    )
-    assert len(history) == 2501 and len(logged) == 1000
-    assert logged[0].step == 0 and logged[-1].step == 2500
-    for m in logged:  # each sampled point is the value of the epoch it is logged at
-        assert m.value == pytest.approx(float(history[m.step]), rel=1e-6)
+    client = MlflowClient(store_uri)
+    history = outcome.folds[0].fit.history
+    for key in ("train_mse", "test_mse", "bias"):
+        logged = sorted(client.get_metric_history(outcome.run_id, key), key=lambda m: m.step)
+        steps = [m.step for m in logged]
+        assert len(steps) <= 50 and steps == sorted(set(steps))
+        assert steps[0] == 0 and steps[-1] == 2500
+        assert (
+            int(np.argmin(history.test_mse)) in steps and int(np.argmin(history.train_mse)) in steps
+        )
+        if key != "bias":
+            for m in logged:  # each sampled point is the value of the epoch it is logged at
+                assert m.value == pytest.approx(float(getattr(history, key)[m.step]), rel=1e-6)
+    table = pd.read_csv(client.download_artifacts(outcome.run_id, "history.csv"))
+    assert len(table) == 2501  # the full resolution is in the artifact

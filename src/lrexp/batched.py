@@ -141,13 +141,14 @@ def _log_job(job: Job, p: train.Prepared, fits: list[fit.FitResult], base_dir) -
     """Record one trained job as its own run; return its objective (NaN if logging failed)."""
     from lrexp import record
 
+    context = _sweep_context(job, base_dir)
     try:
-        with train.tracked(p, job.overrides, _sweep_context(job, base_dir)) as run_id:
+        with train.tracked(p, job.overrides, context) as run_id:
             if run_id is not None:
                 record.log_inputs(p, job.overrides)
             outcome = train.conclude(p, fits, run_id)
             if run_id is not None:
-                record.log_outputs(p, outcome)
+                record.log_outputs(p, outcome, context)
             train.raise_if_diverged(p, outcome)
     except train.Diverged as e:
         log.error("job %d (%s) %s", job.num, ",".join(job.overrides), e)

@@ -131,24 +131,50 @@ def text_table(frame: pd.DataFrame) -> str:
 
 
 def write_overlay(uri: str, runs: list[dict], path: Path, title: str) -> int:
-    """Plot the train and test MSE curves of ``runs`` into one PNG; return how many were drawn."""
-    from lrexp import plots, tracking
+    """Plot the train and test MSE curves of ``runs`` into one PNG; return how many were drawn.
+
+    A path ending in ``.svg`` gets lrexp's own SVG (no matplotlib needed).
+    """
+    from lrexp import tracking
     from lrexp.sweep_summary import MAX_OVERLAY
 
     names = [r["name"] for r in runs]
     curves = {}
     for r in runs[:MAX_OVERLAY]:
         label = r["name"] if names.count(r["name"]) == 1 else f"{r['name']} ({r['run_id'][:8]})"
-        train = tracking.metric_history(uri, r["run_id"], "train_mse")
-        test = tracking.metric_history(uri, r["run_id"], "test_mse")
-        if len(train) or len(test):
+        train = tracking.metric_curve(uri, r["run_id"], "train_mse")
+        test = tracking.metric_curve(uri, r["run_id"], "test_mse")
+        if len(train[0]) or len(test[0]):
             curves[label] = (train, test)
     if curves:
-        fig = plots.overlay(curves, title=title)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format="png", dpi=120)
-        plots.close(fig)
+        if path.suffix.lower() == ".svg":
+            from lrexp import plots
+
+            path.write_text(plots.overlay(curves, title=title), encoding="utf-8")
+        else:
+            _overlay_png(curves, title, path)
     return len(curves)
+
+
+def _overlay_png(curves: dict, title: str, path: Path) -> None:
+    """The overlay drawn with matplotlib (imported only here: it takes half a second)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    train, test = fig.subplots(1, 2, sharey=True)
+    for name, ((x_tr, tr), (x_te, te)) in curves.items():
+        (line,) = train.plot(x_tr, tr, lw=1)
+        test.plot(x_te, te, lw=1, color=line.get_color(), label=name)
+    for ax, which in ((train, "train"), (test, "test")):
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{which} MSE")
+        ax.grid(True, which="both", alpha=0.3)
+    if len(curves) <= 12:
+        test.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, format="png", dpi=120)
 
 
 def compare(args: argparse.Namespace) -> str:

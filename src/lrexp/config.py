@@ -140,6 +140,8 @@ class TrackingConfig:
     enabled: bool = MISSING
     log_model: bool = MISSING
     skip_finished: bool = False
+    max_curve_points: int = 100  # MLflow metric points per curve; history.csv keeps every epoch
+    sweep_model: str = "best"  # in a multirun: the model of the best child only, or of "every"
 
 
 @dataclass
@@ -235,6 +237,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "must be null (all other columns) or a non-empty list of distinct names",
     ),
     "epochs": _COUNT,
+    "max_curve_points": _rule(
+        lambda v: isinstance(v, int) and v >= 3, "must be an integer >= 3 (first, best, last)"
+    ),
+    "sweep_model": _rule(lambda v: v in ("best", "every"), "must be one of: best, every"),
     "batch_size": _rule(
         lambda v: v is None or (isinstance(v, int) and v >= 1),
         "must be null (full batch) or an integer >= 1",

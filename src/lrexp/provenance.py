@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import shlex
 import subprocess
@@ -39,6 +40,12 @@ def _version(package: str) -> str:
 
 def tags(dtype: str) -> dict[str, str]:
     """Provenance tags for an MLflow run."""
+    return {**_process_tags(), "lrexp.dtype": dtype}
+
+
+@functools.cache
+def _process_tags() -> dict[str, str]:
+    """The tags every run of this process shares, looked up once (git runs two subprocesses)."""
     out = {
         "lrexp.version": _version("lrexp"),
         "lrexp.python": platform.python_version(),
@@ -47,7 +54,6 @@ def tags(dtype: str) -> dict[str, str]:
             for p in ("jax", "jaxlib", "optax", "mlflow", "hydra-core")
         },
         "lrexp.jax_backend": jax.default_backend(),
-        "lrexp.dtype": dtype,
         "lrexp.command": command_line(),
     }
     out.update(code_version())

@@ -6,18 +6,18 @@ Builds plain values (dicts, arrays, figures) from the run and hands them to :mod
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from contextlib import AbstractContextManager
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from omegaconf import OmegaConf
 
 from lrexp import plots, provenance, results, tracking
 from lrexp.config import Config, ConfigError
-from lrexp.model import predict
 
 if TYPE_CHECKING:
     from lrexp.sweep import SweepJob
@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
 def config_hash(cfg: Config, *, without: tuple[str, ...] = ()) -> str:
     """A short hash of everything in ``cfg`` that shapes the result (tracking settings aside)."""
-    d = OmegaConf.to_container(OmegaConf.structured(cfg))
+    d = asdict(
+        cfg
+    )  # the same JSON as OmegaConf.to_container(OmegaConf.structured(cfg)), 80x faster
     d.pop("tracking")
     for dotted in without:
         group, key = dotted.split(".")
@@ -95,6 +97,8 @@ def record_skipped(
 
 def log_inputs(p: Prepared, overrides: list[str]) -> None:
     """Params (the resolved config, flattened), the config files, and the data set."""
+    import pandas as pd
+
     ds, spec = p.dataset, p.spec
     resolved = OmegaConf.structured(p.cfg)
     n_train, n_test = len(p.parts[0][0]), len(p.parts[0][1])
@@ -110,24 +114,65 @@ def log_inputs(p: Prepared, overrides: list[str]) -> None:
             "run.n_test": n_test,
         }
     )
-    tracking.log_text(OmegaConf.to_yaml(resolved), "config/config.yaml")
-    tracking.log_text(OmegaConf.to_yaml(OmegaConf.create(overrides)), "config/overrides.yaml")
+    tracking.log_files(
+        _active_run_id(),
+        {
+            "config/config.yaml": OmegaConf.to_yaml(resolved),
+            "config/overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(overrides)),
+        },
+    )
     frame = pd.DataFrame(ds.X, columns=list(ds.feature_names)).assign(**{ds.target_name: ds.y})
     tracking.log_dataset(frame, name=ds.name, source=ds.source, target=ds.target_name)
 
 
-MAX_CURVE_POINTS = 1000  # per curve: a long run's curve is sampled, its first and last kept
+def _active_run_id() -> str:
+    import mlflow
+
+    return mlflow.active_run().info.run_id
 
 
-def log_curves(run_id: str, curves: dict[str, np.ndarray], scalars: dict) -> None:
-    """Log curves at their epochs, at most MAX_CURVE_POINTS evenly spaced points each."""
+def sample_steps(curves: dict[str, np.ndarray], max_points: int) -> np.ndarray:
+    """At most ``max_points`` epochs, evenly spaced, always with the first, the last and the
+    best (lowest test and train MSE) at their true epochs."""
     rows = max((len(c) for c in curves.values()), default=0)
-    if rows <= MAX_CURVE_POINTS:
-        tracking.log_metrics(run_id, curves, scalars)
-        return
-    steps = np.unique(np.linspace(0, rows - 1, MAX_CURVE_POINTS).round().astype(int))
-    sampled = {k: np.asarray(v)[steps] for k, v in curves.items()}
-    tracking.log_metrics(run_id, sampled, scalars, steps=steps.tolist())
+    if rows <= max_points:
+        return np.arange(rows)
+    keep = []
+    for key in ("test_mse", "train_mse"):
+        c = np.asarray(curves.get(key, []), dtype=np.float64)
+        if np.isfinite(c).any():
+            keep.append(int(np.nanargmin(np.where(np.isfinite(c), c, np.nan))))
+    keep = sorted(set(keep) - {0, rows - 1})
+    spaced = np.linspace(0, rows - 1, max_points - len(keep)).round().astype(int)
+    return np.unique(np.concatenate([spaced, keep]).astype(int))
+
+
+def history_csv(curves: dict[str, np.ndarray]) -> str:
+    """Every curve at every epoch as CSV (``epoch`` first); shorter fold curves end early."""
+    rows = max((len(c) for c in curves.values()), default=0)
+    table = np.full((rows, len(curves) + 1), np.nan)
+    table[:, 0] = np.arange(rows)
+    for j, c in enumerate(curves.values(), start=1):
+        table[: len(c), j] = c
+    out = io.StringIO()
+    out.write(",".join(["epoch", *curves]) + "\n")
+    np.savetxt(out, table, delimiter=",", fmt="%.9g")
+    return out.getvalue().replace("nan", "")
+
+
+def log_curves(
+    run_id: str,
+    curves: dict[str, np.ndarray],
+    scalars: dict,
+    max_points: int,
+    model_id: str | None = None,
+) -> None:
+    """Curves at their epochs, sampled to ``max_points`` each, and the summary scalars (linked to
+    the logged model, where there is one), in as few requests as MLflow allows."""
+    steps = sample_steps(curves, max_points)
+    # A fold that stopped early has a shorter curve: it takes the sampled epochs it reached.
+    sampled = {k: np.asarray(v)[steps[steps < len(v)]] for k, v in curves.items()}
+    tracking.log_batch(run_id, curves=sampled, steps=steps, scalars=scalars, model_id=model_id)
 
 
 def log_partial(p: Prepared, run_id: str, fits: list) -> None:
@@ -137,39 +182,59 @@ def log_partial(p: Prepared, run_id: str, fits: list) -> None:
         results.evaluate(f, st, ds.X[tr], ds.y[tr], ds.X[te], ds.y[te])
         for f, st, (tr, te) in zip(fits, p.scalers, p.parts, strict=False)
     ]
-    log_curves(run_id, results.curves(folds, results.theta_names(ds.X.shape[1])), {})
+    curves = results.curves(folds, results.theta_names(ds.X.shape[1]))
+    log_curves(run_id, curves, {}, p.cfg.tracking.max_curve_points)
+    tracking.log_files(run_id, {"history.csv": history_csv(curves)})
 
 
-def log_outputs(p: Prepared, outcome: Outcome) -> None:
-    """Curves and summary metrics in batches, θ as JSON, the plots, and the pyfunc model."""
+def example_rows(p: Prepared) -> list[list[float]]:
+    """The model's input example: the first rows of the data, as plain floats."""
+    return np.asarray(p.dataset.X[:5], dtype=np.float64).tolist()
+
+
+def logs_model(cfg: Config, sweep: SweepJob | None) -> bool:
+    """Whether the run logs its model now: a sweep's child does only with sweep_model=every (with
+    ``best``, the sweep's end logs the best child's)."""
+    return cfg.tracking.log_model and (sweep is None or cfg.tracking.sweep_model == "every")
+
+
+def log_outputs(p: Prepared, outcome: Outcome, sweep: SweepJob | None = None) -> None:
+    """The model, then curves and summary metrics in batches, then θ, the full history and the
+    figures as one copy of artifacts."""
     ds, folds, names = outcome.dataset, outcome.folds, outcome.names
+    t = p.cfg.tracking
+    model_id = None
+    if logs_model(p.cfg, sweep):
+        import pandas as pd
+
+        example = pd.DataFrame(example_rows(p), columns=list(ds.feature_names))
+        model_id = tracking.log_model(outcome.theta, ds.feature_names, example)
     curves = results.curves(folds, names)
-    log_curves(outcome.run_id, curves, outcome.summary)
-    tracking.log_json(
-        {
-            "names": names,
-            "theta": outcome.theta.tolist(),
-            "theta_star": outcome.theta_star.tolist(),
-            "theta_true": None if ds.true_theta is None else ds.true_theta.tolist(),
-            "folds": [
-                {"theta": f.theta.tolist(), "theta_star": f.theta_star.tolist()} for f in folds
-            ],
-        },
-        "theta.json",
-    )
+    log_curves(outcome.run_id, curves, outcome.summary, t.max_curve_points, model_id)
+    theta = {
+        "names": names,
+        "theta": outcome.theta.tolist(),
+        "theta_star": outcome.theta_star.tolist(),
+        "theta_true": None if ds.true_theta is None else ds.true_theta.tolist(),
+        "folds": [{"theta": f.theta.tolist(), "theta_star": f.theta_star.tolist()} for f in folds],
+        "features": list(ds.feature_names),  # with "example": what a model of θ needs
+        "example": example_rows(p),
+    }
     optimal = float(np.mean([f.optimum["mse"] for f in folds]))
-    fig = plots.loss_curve(curves, optimal, len(folds), p.title)
-    tracking.log_figure(fig, "plots/loss_curve.png")
-    plots.close(fig)
     tr, te = p.parts[0]
-    theta = folds[0].theta
+    w = folds[0].theta
 
     def fitted(rows):
-        return np.asarray(predict(theta, ds.X[rows]))
+        return w[0] + np.asarray(ds.X[rows], dtype=np.float64) @ w[1:]
 
-    fig = plots.fitted_vs_actual(ds.y[tr], fitted(tr), ds.y[te], fitted(te), ds.target_name)
-    tracking.log_figure(fig, "plots/fitted_vs_actual.png")
-    plots.close(fig)
-    if p.cfg.tracking.log_model:
-        example = pd.DataFrame(ds.X[:5], columns=list(ds.feature_names))
-        tracking.log_model(outcome.theta, ds.feature_names, example)
+    tracking.log_files(
+        outcome.run_id,
+        {
+            "theta.json": json.dumps(theta, indent=2),
+            "history.csv": history_csv(curves),
+            "plots/loss_curve.svg": plots.loss_curve(curves, optimal, len(folds), p.title),
+            "plots/fitted_vs_actual.svg": plots.fitted_vs_actual(
+                ds.y[tr], fitted(tr), ds.y[te], fitted(te), ds.target_name
+            ),
+        },
+    )

@@ -160,7 +160,12 @@ class SweepCallback(Callback):
         from lrexp import sweep_summary, tracking
 
         try:
-            print(sweep_summary.summarize(self.uri, self.exp_id, self.parent), flush=True)
+            t = config.tracking
+            best_model = t.log_model and t.get("sweep_model", "best") == "best"
+            summary = sweep_summary.summarize(
+                self.uri, self.exp_id, self.parent, best_model=best_model
+            )
+            print(summary, flush=True)
             tracking.end_run(self.uri, self.parent, "FINISHED")
         finally:
             self._clear()

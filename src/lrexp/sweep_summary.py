@@ -6,6 +6,8 @@ worker processes, as one batched program).
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import re
 
@@ -13,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from lrexp import plots, tracking
+
+log = logging.getLogger("lrexp")
 
 MAX_OVERLAY = 64  # curves drawn in the overlay plot, best first
 
@@ -89,8 +93,12 @@ def seed_stats(board: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values("mean_test_mse").reset_index(drop=True)
 
 
-def summarize(uri: str, exp_id: str, parent: str) -> str:
-    """Log the leaderboard, seed statistics and overlay plot to the parent run; return a text."""
+def summarize(uri: str, exp_id: str, parent: str, *, best_model: bool = False) -> str:
+    """Log the leaderboard, seed statistics and overlay plot to the parent run; return a text.
+
+    With ``best_model``, the best child also gets its pyfunc model now (the children of such a
+    sweep log none: it costs each of them as much as the rest of its logging).
+    """
     board = leaderboard(tracking.child_runs(uri, exp_id, parent))
     finished = board[board["status"] == "FINISHED"]
     failed = board[board["status"] != "FINISHED"]
@@ -101,24 +109,47 @@ def summarize(uri: str, exp_id: str, parent: str) -> str:
         best = finished.iloc[0]
         metrics["best_test_mse"] = best["test_mse"]
         params = {"best.run_id": best["run_id"], "best.run": best["run"]}
+        model_id = log_best_model(uri, best["run_id"]) if best_model else None
+        if model_id is not None:
+            params["best.model_uri"] = f"models:/{model_id}"
     if len(seeds):
         metrics["best_seed_mean_test_mse"] = seeds["mean_test_mse"].iloc[0]
     curves = {
         r["run"]: (
-            tracking.metric_history(uri, r["run_id"], "train_mse"),
-            tracking.metric_history(uri, r["run_id"], "test_mse"),
+            tracking.metric_curve(uri, r["run_id"], "train_mse"),
+            tracking.metric_curve(uri, r["run_id"], "test_mse"),
         )
         for _, r in finished.head(MAX_OVERLAY).iterrows()
     }
-    fig = plots.overlay(curves, title=f"{len(finished)} runs of the sweep (best {len(curves)})")
-    texts = {"leaderboard.csv": board.to_csv(index=False)}
+    texts = {
+        "leaderboard.csv": board.to_csv(index=False),
+        "plots/overlay.svg": plots.overlay(
+            curves, title=f"{len(finished)} runs of the sweep (best {len(curves)})"
+        ),
+    }
     if len(seeds):
         texts["seeds.csv"] = seeds.to_csv(index=False)
-    tracking.log_to(
-        uri, parent, metrics=metrics, params=params, texts=texts, figures={"plots/overlay.png": fig}
-    )
-    plots.close(fig)
+    tracking.log_to(uri, parent, metrics=metrics, params=params, texts=texts)
     return text(board, seeds, parent)
+
+
+def log_best_model(uri: str, run_id: str) -> str | None:
+    """Log the pyfunc model of a finished child from its ``theta.json``; return the model's id.
+
+    None where the child has no usable ``theta.json`` (a job skipped for an earlier run) or the
+    model could not be logged: the sweep's summary goes on without it.
+    """
+    doc = tracking.artifact_text(uri, run_id, "theta.json")
+    try:
+        theta = json.loads(doc) if doc else {}
+        if "features" not in theta:
+            return None
+        example = pd.DataFrame(theta["example"], columns=theta["features"])
+        features = theta["features"]
+        return tracking.log_model(theta["theta"], features, example, run_id=run_id, uri=uri)
+    except Exception as e:
+        log.warning("could not log the best child's model: %s", e)
+        return None
 
 
 def text(board: pd.DataFrame, seeds: pd.DataFrame, parent: str, top: int = 10) -> str:

@@ -18,7 +18,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,70 @@ ConfigStore.instance().store(
 )
 
 
+class SweepConfigs:
+    """Hydra's config loader, made fast for sweeps over values.
+
+    Hydra composes every job's config twice (the sweeper checks it, the launcher uses it), each
+    time from the YAML files up: about 70 ms a job, 9 s for 64 jobs. Here a job whose overrides
+    differ from an earlier job's only in the values of plain keys (``optimizer.lr=0.01``; not
+    config groups, ``+``/``~`` or Hydra's own keys) starts from that job's composed config and
+    gets its values set the way Hydra sets them; any other job is composed by Hydra. Everything
+    else is passed through to Hydra's loader.
+    """
+
+    def __init__(self, loader) -> None:
+        self._loader = loader
+        self._composed: dict[tuple, DictConfig] = {}
+
+    def __getattr__(self, name: str):
+        return getattr(self._loader, name)
+
+    def _plain(self, o) -> bool:
+        from hydra.core.override_parser.types import OverrideType
+
+        return (
+            o.type == OverrideType.CHANGE
+            and o.package is None
+            and not o.is_sweep_override()
+            and not o.is_hydra_override()
+            and not self._loader.repository.group_exists(o.key_or_group.replace(".", "/"))
+        )
+
+    def load_sweep_config(
+        self, master_config: DictConfig, sweep_overrides: list[str]
+    ) -> DictConfig:
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parser = OverridesParser.create()
+        parsed = parser.parse_overrides(list(sweep_overrides))
+        plain = [self._plain(o) for o in parsed]
+        shape = tuple(
+            ("=", o.key_or_group) if p else o.input_line for o, p in zip(parsed, plain, strict=True)
+        )
+        earlier = self._composed.get(shape)
+        if earlier is None:
+            cfg = self._loader.load_sweep_config(master_config, list(sweep_overrides))
+            self._composed[shape] = copy.deepcopy(cfg)
+            return cfg
+        cfg = copy.deepcopy(earlier)
+        ConfigLoaderImpl._apply_overrides_to_config(
+            [o for o, p in zip(parsed, plain, strict=True) if p], cfg
+        )
+        hydra_lines = OmegaConf.to_container(master_config.hydra.overrides.hydra)
+        every = parser.parse_overrides([*hydra_lines, *sweep_overrides])
+        task = [o for o in every if not o.is_hydra_override()]
+        cfg.hydra.overrides.task = [o.input_line for o in task]
+        dirname = cfg.hydra.job.config.override_dirname
+        cfg.hydra.job.override_dirname = get_overrides_dirname(
+            overrides=task,
+            kv_sep=dirname.kv_sep,
+            item_sep=dirname.item_sep,
+            exclude_keys=dirname.exclude_keys,
+        )
+        return cfg
+
+
 class VmapLauncher(Launcher):
     def __init__(self, max_batch: int = 256) -> None:
         self.max_batch = max_batch
@@ -44,6 +108,9 @@ class VmapLauncher(Launcher):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         self.config, self.hydra_context = config, hydra_context  # the task is lrexp's own
+        if not isinstance(hydra_context.config_loader, SweepConfigs):
+            # The sweeper holds this same context: its checks of the jobs' configs get faster too.
+            hydra_context.config_loader = SweepConfigs(hydra_context.config_loader)
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
