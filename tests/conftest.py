@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -10,6 +12,11 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 from lrexp import config
+
+
+def pytest_configure(config) -> None:
+    """Keep JAX's compiled programs in a temp dir, not the user's ~/.cache (runs inherit it)."""
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="lrexp-jax-"))
 
 
 def compose_config(*overrides: str) -> DictConfig:

@@ -107,6 +107,12 @@ CASES = {
     "parse-error": Case(["train.epochs=[1"], "train.epochs", "[1", "parse"),
     # --- values: ranges checked after composition, before anything is created ---------------
     "lr-negative": Case(["optimizer.lr=-1"], "optimizer.lr", "-1.0", "must be a finite number > 0"),
+    "curve-points-too-few": Case(
+        ["tracking.max_curve_points=2"], "tracking.max_curve_points", "2", "integer >= 3"
+    ),
+    "sweep-model-unknown": Case(
+        ["tracking.sweep_model=all"], "tracking.sweep_model", "all", "one of: best, every"
+    ),
     "lr-zero": Case(["optimizer.lr=0"], "optimizer.lr", "0.0", "must be a finite number > 0"),
     "lr-nan": Case(["optimizer.lr=nan"], "optimizer.lr", "nan", "must be a finite number > 0"),
     "lr-inf": Case(["optimizer.lr=inf"], "optimizer.lr", "inf", "must be a finite number > 0"),

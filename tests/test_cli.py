@@ -30,6 +30,27 @@ def run_id_of(stdout: str) -> str:
     return match.group(1)
 
 
+def test_compiled_programs_are_cached_across_runs_unless_turned_off(tmp_path):
+    """JAX's persistent compilation cache: in $XDG_CACHE_HOME/lrexp/jax by default, none with
+    JAX_COMPILATION_CACHE_DIR set empty; a cached run gives the same result."""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    args = [sys.executable, "-m", "lrexp.train", "tracking.enabled=false", "train.epochs=2"]
+
+    def run(**more: str) -> str:
+        proc = subprocess.run(
+            args, cwd=tmp_path, env={**env, **more}, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    first = run(XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    cached = list((tmp_path / "xdg" / "lrexp" / "jax").iterdir())
+    assert len(cached) >= 3  # the training loop, the data, the metrics: every program
+    assert run(XDG_CACHE_HOME=str(tmp_path / "xdg")) == first  # read back: same θ, same text
+    run(XDG_CACHE_HOME=str(tmp_path / "off"), JAX_COMPILATION_CACHE_DIR="")
+    assert not (tmp_path / "off").exists()
+
+
 def test_adam_run_lands_in_sqlite_store_of_launch_directory(tmp_path):
     proc = lrexp_train(tmp_path, "optimizer=adam")
     assert proc.returncode == 0, proc.stderr

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import typed_config
+from conftest import runs_in, typed_config
 from mlflow.tracking import MlflowClient
 
 from lrexp import compare, train
@@ -170,6 +170,17 @@ def test_overlay_plot_is_a_png_file(runs, capsys, tmp_path):
     assert compare.main(argv) == 0
     assert str(plot) in capsys.readouterr().out
     assert plot.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_overlay_plot_ending_in_svg_is_an_svg_of_every_run(runs, capsys, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    plot = tmp_path / "overlay.svg"
+    argv = ["--uri", runs.uri, "--experiment", runs.experiment, "--plot", str(plot)]
+    assert compare.main(argv) == 0
+    root = ET.parse(plot).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert plot.read_text().count("<polyline") == 2 * len(runs_in(runs.uri, runs.experiment))
 
 
 def test_sweep_option_lists_only_that_sweeps_child_runs_as_a_subprocess(store_uri, sweep, tmp_path):
