@@ -16,12 +16,15 @@ from lrexp.data import (
     DataError,
     Dataset,
     Standardizer,
+    batch_rows,
     epoch_batches,
     fold_indices,
     holdout_size,
     load_csv,
     make_linear,
     min_train_rows,
+    shuffle_key,
+    shuffled_rows,
     split_indices,
 )
 
@@ -424,7 +427,10 @@ def test_fold_indices_depend_on_the_key():
 # epoch batches
 
 
-@pytest.mark.parametrize(("n", "bs"), [(23, 5), (20, 5), (3, 8), (1, 1)])
+# n = 256 and 1 << 16 fill the Feistel domain (16·16, 256·256) exactly; the others cycle-walk
+@pytest.mark.parametrize(
+    ("n", "bs"), [(23, 5), (20, 5), (3, 8), (1, 1), (2, 1), (256, 10), (1001, 7)]
+)
 def test_epoch_batches_cover_every_row_exactly_once(n, bs):
     idx, mask = epoch_batches(jax.random.key(0), n, bs)
     idx, mask = np.asarray(idx), np.asarray(mask)
@@ -470,3 +476,64 @@ def test_epoch_batches_differ_across_epochs_of_a_split_key():
     orders = [np.asarray(epoch_batches(k, 30, 7)[0]) for k in keys]
     for a, b in itertools.combinations(orders, 2):
         assert not np.array_equal(a, b)
+
+
+# The shuffle is a keyed bijection computed per batch (no permutation is stored): its properties.
+@pytest.mark.parametrize("n", [2, 7, 256, 1000, 1 << 16, 1_000_003])
+def test_shuffle_is_a_permutation_of_the_rows_for_any_key(n):
+    shuffle = jax.jit(shuffled_rows, static_argnums=1)
+    for seed in range(3):
+        rows = np.asarray(shuffle(shuffle_key(jax.random.key(seed)), n, jnp.arange(n)))
+        assert rows.dtype == np.int32
+        np.testing.assert_array_equal(np.sort(rows), np.arange(n))
+
+
+def test_batches_taken_one_at_a_time_are_the_epochs_batches():
+    n, bs, key = 1003, 64, jax.random.key(6)
+    idx, mask = epoch_batches(key, n, bs)
+    one = jax.jit(batch_rows, static_argnums=(1, 2))
+    for b in range(idx.shape[0]):
+        i, m = one(shuffle_key(key), n, bs, jnp.int32(b))
+        np.testing.assert_array_equal(np.asarray(i), np.asarray(idx[b]))
+        np.testing.assert_array_equal(np.asarray(m), np.asarray(mask[b]))
+
+
+def test_each_epoch_and_each_key_gets_its_own_order():
+    n, key = 1000, jax.random.key(7)
+    orders = [np.asarray(epoch_batches(jax.random.fold_in(key, e), n, n)[0]) for e in range(20)]
+    orders.append(np.asarray(epoch_batches(jax.random.key(8), n, n)[0]))
+    assert len({o.tobytes() for o in orders}) == len(orders)
+    # not a small perturbation either: consecutive epochs share few positions (1/n expected each)
+    same = [np.mean(a == b) for a, b in itertools.pairwise(orders)]
+    assert max(same) < 0.02
+
+
+def chi_square_is_plausible(counts: np.ndarray, expected: float, df: int) -> bool:
+    """Pearson's statistic within 4.5 standard deviations of its mean (p ≈ 1e-5 to fail)."""
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    return chi2 < df + 4.5 * np.sqrt(2 * df)
+
+
+@pytest.mark.parametrize("n", [10, 23])
+def test_every_row_is_equally_likely_at_every_position_and_after_every_row(n):
+    epochs = 40 * n * n  # 40 expected per (row, position) pair
+    keys = jax.vmap(shuffle_key)(jax.random.split(jax.random.key(9), epochs))
+    orders = np.asarray(jax.jit(jax.vmap(lambda k: shuffled_rows(k, n, jnp.arange(n))))(keys))
+    at = np.zeros((n, n))
+    np.add.at(at, (orders, np.broadcast_to(np.arange(n), orders.shape)), 1)
+    assert chi_square_is_plausible(at, epochs / n, (n - 1) ** 2)
+    follows = np.zeros((n, n))  # (row, the row right after it): no fixed neighbours
+    np.add.at(follows, (orders[:, :-1], orders[:, 1:]), 1)
+    off_diagonal = follows[~np.eye(n, dtype=bool)]
+    assert chi_square_is_plausible(off_diagonal, epochs / n, n * (n - 1) - n)
+
+
+def test_a_large_epochs_order_is_spread_evenly():
+    # one epoch of a million rows: which tenth of the rows lands in which tenth of the epoch
+    n, tenths = 1_000_000, 10
+    order = np.asarray(jax.jit(shuffled_rows, static_argnums=1)(
+        shuffle_key(jax.random.key(10)), n, jnp.arange(n)
+    ))  # fmt: skip
+    cells = np.zeros((tenths, tenths))
+    np.add.at(cells, (order * tenths // n, np.arange(n) * tenths // n), 1)
+    assert chi_square_is_plausible(cells, n / tenths**2, (tenths - 1) ** 2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -372,3 +374,102 @@ def test_recorded_lr_is_the_schedule_at_each_epochs_last_step(split, staircase):
     ref = optax.exponential_decay(f64(lr), transition, f64(rate), staircase=staircase)
     optax_lr = [ref(jnp.asarray(s, jnp.int32)) for s in steps.astype(int)]
     np.testing.assert_allclose(result.history.lr, optax_lr, rtol=1e-6)
+
+
+# --- epochs split across compiled calls ----------------------------------------------------------
+# batch 16 on 320 rows: 20 steps an epoch; split into 2 calls of 10, 3 of 7 and 7 of 3 steps (the
+# last two overrun the epoch's end, where the loop must take no step).
+SPLIT_SPEC = fit.LoopSpec("momentum", "cosine", (), (("decay_steps", None),), 16, 6, 6)
+SPLIT_FLOATS = ({"lr": 0.002, "momentum": 0.9}, {"alpha": 0.0})
+
+
+@pytest.mark.parametrize("parts", [2, 3, 7])
+@pytest.mark.parametrize("tol", [None, 0.5])
+def test_an_epoch_split_across_calls_trains_exactly_as_whole_epochs_do(split, parts, tol):
+    whole = run_fit(split, SPLIT_SPEC, *SPLIT_FLOATS, tol=tol)
+    calls = []
+    spec = replace(SPLIT_SPEC, chunk=1, split=parts)
+    X, y, X_test, y_test, _ = split
+    hyper = fit.make_hyper(*SPLIT_FLOATS, tol, jnp.float64)
+    result = fit.fit(
+        X, y, X_test, y_test, spec=spec, hyper=hyper, key=jax.random.key(0), dtype=jnp.float64,
+        on_chunk=lambda epochs, rows: calls.append((epochs, rows.train_mse[-1])),
+    )  # fmt: skip
+    assert (result.epochs_run, result.stop_epoch, result.steps) == (
+        whole.epochs_run,
+        whole.stop_epoch,
+        whole.steps,
+    )
+    assert result.steps == 20 * result.epochs_run
+    np.testing.assert_allclose(result.theta, whole.theta, rtol=1e-12)
+    for ours, theirs in zip(result.history, whole.history, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-15)
+    # progress after every call; inside an epoch it repeats the last finished epoch's values
+    assert len(calls) == parts * result.epochs_run
+    assert [e for e, _ in calls] == [(i + 1) // parts for i in range(len(calls))]
+    assert calls[0][1] == result.history.train_mse[0]
+    if tol is not None:
+        assert result.stop_epoch is not None and result.epochs_run < SPLIT_SPEC.epochs
+
+
+def test_an_interrupted_fit_keeps_its_finished_epochs_and_the_theta_trained_since(split):
+    X, y, X_test, y_test, _ = split
+    hyper = fit.make_hyper(*SPLIT_FLOATS, None, jnp.float64)
+    spec = replace(SPLIT_SPEC, chunk=1, split=3)
+
+    calls = []
+
+    def stop_after_seven_calls(epochs, rows):
+        calls.append(epochs)
+        if len(calls) == 7:  # 2 epochs and a third of the next
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        fit.fit(
+            X, y, X_test, y_test, spec=spec, hyper=hyper, key=jax.random.key(0),
+            dtype=jnp.float64, on_chunk=stop_after_seven_calls,
+        )  # fmt: skip
+    partial = stopped.value.partial_fit
+    whole = run_fit(split, SPLIT_SPEC, *SPLIT_FLOATS)
+    assert partial.epochs_run == 2 and partial.steps == 2 * 20 + 7
+    for ours, theirs in zip(partial.history, whole.history, strict=True):
+        np.testing.assert_allclose(ours, theirs[:3], rtol=1e-12, atol=1e-15)
+    assert not np.allclose(partial.theta, partial.history.theta[-1])  # 7 steps into epoch 3
+
+
+def test_batched_members_with_split_epochs_match_their_single_fits(split):
+    X, y, X_test, y_test, _ = split
+    spec = replace(SPLIT_SPEC, chunk=1, split=3)
+    lrs = [0.001, 0.002, 0.004]
+    hypers = [fit.make_hyper({"lr": lr, "momentum": 0.9}, {"alpha": 0.0}, 0.5, jnp.float64)
+              for lr in lrs]  # fmt: skip
+    keys = [jax.random.key(i) for i in range(3)]
+    batched = fit.fit_batch(
+        X, y, X_test, y_test, spec=spec, hypers=hypers, keys=keys, dtype=jnp.float64
+    )
+    for b, h, k in zip(batched, hypers, keys, strict=True):
+        one = fit.fit(X, y, X_test, y_test, spec=spec, hyper=h, key=k, dtype=jnp.float64)
+        assert (b.epochs_run, b.stop_epoch, b.steps) == (one.epochs_run, one.stop_epoch, one.steps)
+        np.testing.assert_allclose(b.theta, one.theta, rtol=1e-10)
+        np.testing.assert_allclose(b.history.train_mse, one.history.train_mse, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "n, m, batch, stats",
+    [(10**7, 10, 1024, False), (10**6, 100, 1, False), (300, 5, 10, False), (10**8, 1, 64, False),
+     (10**6, 10, None, True), (10**5, 10, None, False), (360, 5, None, False)],
+)  # fmt: skip
+def test_chunks_are_sized_to_a_fraction_of_a_second_of_modelled_work(n, m, batch, stats):
+    spec = fit.chunked(fit.LoopSpec("sgd", "constant", batch_size=batch, epochs=10**6, stats=stats),
+                       n, m)  # fmt: skip
+    floats = m + 1
+    if stats:
+        epoch_s = fit.STEP_S
+    elif batch is None:
+        epoch_s = fit.STEP_S + fit.FULL_FLOAT_S * floats * n
+    else:
+        epoch_s = (fit.STEP_S + (fit.ROW_S + fit.FLOAT_S * floats) * batch) * -(-n // batch)
+    call_s = epoch_s * spec.chunk / spec.split
+    assert call_s <= fit.CHUNK_S * 1.01
+    assert call_s >= fit.CHUNK_S / 2 or spec.split == -(-n // batch)  # not needlessly small
+    assert spec.split == 1 or (spec.chunk == 1 and batch is not None)  # a full-batch step is whole
