@@ -115,7 +115,7 @@ def log_inputs(p: Prepared, overrides: list[str]) -> None:
         }
     )
     tracking.log_files(
-        _active_run_id(),
+        tracking.active_run_id(),
         {
             "config/config.yaml": OmegaConf.to_yaml(resolved),
             "config/overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(overrides)),
@@ -123,12 +123,6 @@ def log_inputs(p: Prepared, overrides: list[str]) -> None:
     )
     frame = pd.DataFrame(ds.X, columns=list(ds.feature_names)).assign(**{ds.target_name: ds.y})
     tracking.log_dataset(frame, name=ds.name, source=ds.source, target=ds.target_name)
-
-
-def _active_run_id() -> str:
-    import mlflow
-
-    return mlflow.active_run().info.run_id
 
 
 def sample_steps(curves: dict[str, np.ndarray], max_points: int) -> np.ndarray:

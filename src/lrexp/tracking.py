@@ -304,9 +304,14 @@ def _params(params: Mapping[str, Any]) -> list[Param]:
     ]
 
 
+def active_run_id() -> str:
+    """The id of the run active in this process."""
+    return mlflow.active_run().info.run_id
+
+
 def log_params(params: Mapping[str, Any]) -> None:
     """Log params of the active run within MLflow's limits (one request per 100 params)."""
-    log_batch(mlflow.active_run().info.run_id, params=params)
+    log_batch(active_run_id(), params=params)
 
 
 BATCH = 1000  # values per log_batch request (MLflow's limit; params and tags at most 100 each)
