@@ -191,3 +191,23 @@ def test_mlflow_ui_shows_sweep_parent_children_params_and_metrics(tmp_path, arti
         assert f"optimizer.lr {lrs}" in text
         assert "optimizer.name adam sgd" in text
         screenshot(d, artifacts_dir, "mlflow-ui-compare.png")
+
+        # 4. A run's SVG figure in the artifact viewer: shown as an image, and decoded.
+        d.get(
+            f"{url}/#/experiments/{exp_id}/runs/{child.info.run_id}/artifacts/plots/loss_curve.svg"
+            "?workflowType=machine_learning"
+        )
+
+        def drawn_svg(d: WebDriver) -> bool:
+            return any(
+                d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img)
+                for img in d.find_elements(By.CSS_SELECTOR, 'img[src^="blob:"], img[src*="svg"]')
+            )
+
+        try:
+            WebDriverWait(d, WAIT_S, ignored_exceptions=[StaleElementReferenceException]).until(
+                drawn_svg
+            )
+        except TimeoutException:
+            pytest.fail(f"no decoded image for loss_curve.svg:\n{page_text(d)[:3000]}")
+        screenshot(d, artifacts_dir, "mlflow-ui-svg-artifact.png")

@@ -20,8 +20,9 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
 MAX_POINTS = 1000  # per polyline: a longer curve is drawn at evenly spaced epochs
 
 
-def _ticks(lo: float, hi: float, log: bool) -> list[float]:
-    """Round tick values covering [lo, hi]: decades on a log axis, 1-2-5 steps on a linear one."""
+def _ticks(lo: float, hi: float, log: bool, whole: bool = False) -> list[float]:
+    """Round tick values covering [lo, hi]: decades on a log axis, 1-2-5 steps on a linear one
+    (whole numbers only, for epochs, with ``whole``)."""
     if log:
         a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
         mult = (1,) if b - a > 2 else (1, 2, 5)
@@ -29,6 +30,7 @@ def _ticks(lo: float, hi: float, log: bool) -> list[float]:
     raw = (hi - lo) / 5 or 1.0
     decade = 10 ** math.floor(math.log10(raw))
     step = min((s * decade for s in (1, 2, 5, 10)), key=lambda s: abs(s - raw))
+    step = max(step, 1) if whole else step
     return [k * step for k in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
 
 
@@ -43,6 +45,7 @@ class Panel:
     items: list[tuple] = field(default_factory=list)
     legend: list[tuple[str, str, str]] = field(default_factory=list)  # (label, colour, kind)
     legend_left: bool = False  # in the top left corner (default: top right)
+    epochs: bool = False  # x counts epochs: whole-number ticks
 
     def line(self, x, y, color: str, *, width=1.5, opacity=1.0, label="", dash="") -> None:
         self.items.append(
@@ -107,7 +110,7 @@ class Panel:
                 'stroke="#ddd"/>'
             )
             out.append(f'<text x="{left - 6:.1f}" y="{y + 4:.1f}" text-anchor="end">{t:.3g}</text>')
-        for t in _ticks(x0, x1, False):
+        for t in _ticks(x0, x1, False, whole=self.epochs):
             x = float(px(t))
             out.append(
                 f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + height:.1f}" '
@@ -209,7 +212,7 @@ def figure(panels: Sequence[Panel], title: str = "", *, panel_width=560, height=
 
 def loss_curve(curves: dict[str, np.ndarray], optimal_mse: float, folds: int, title: str) -> str:
     """Train and test MSE per epoch on a log scale, the least-squares optimum marked."""
-    p = Panel(xlabel="epoch", ylabel="MSE", ylog=True)
+    p = Panel(xlabel="epoch", ylabel="MSE", ylog=True, epochs=True)
     for i in range(1, folds + 1) if folds > 1 else ():
         for key, color in (("train_mse", BLUE), ("test_mse", ORANGE)):
             c = curves[f"fold_{i}/{key}"]
@@ -251,8 +254,8 @@ def overlay(curves: dict[str, tuple[Curve, Curve]], title: str) -> str:
 
     ``curves`` maps a run's name to its (epochs, values) of train and of test MSE.
     """
-    train = Panel(title="train MSE", xlabel="epoch", ylabel="MSE", ylog=True)
-    test = Panel(title="test MSE", xlabel="epoch", ylabel="MSE", ylog=True)
+    train = Panel(title="train MSE", xlabel="epoch", ylabel="MSE", ylog=True, epochs=True)
+    test = Panel(title="test MSE", xlabel="epoch", ylabel="MSE", ylog=True, epochs=True)
     for i, (name, ((x_tr, tr), (x_te, te))) in enumerate(curves.items()):
         color = PALETTE[i % len(PALETTE)]
         train.line(x_tr, tr, color, width=1)
