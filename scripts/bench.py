@@ -386,8 +386,8 @@ PARTS = {  # what a tracked run adds, part by part: label → the functions time
     "config texts, theta.json": "lrexp.tracking:log_text lrexp.tracking:log_json",
     "data set (log_input)": "lrexp.tracking:log_dataset",
     "metrics (curves and θ trajectory, log_batch)": "lrexp.tracking:log_metrics",
-    "figures: draw": "lrexp.plots:loss_curve lrexp.plots:fitted_vs_actual",
-    "figures: render PNG, store (log_figure)": "lrexp.tracking:log_figure",
+    "figures: draw (SVG)": "lrexp.plots:loss_curve lrexp.plots:fitted_vs_actual",
+    "files: figures, history.csv, config (log_files)": "lrexp.tracking:log_files",
     "model (pyfunc log_model)": "lrexp.tracking:log_model",
 }
 
