@@ -127,14 +127,16 @@ def _transform(spec: LoopSpec, hyper: Hyper, n_train: int):
     return tx, schedule
 
 
-def _evaluate(theta, train: model.Rows | model.Stats | BatchRows, test: model.Rows | model.Stats):
-    """Full train TSSE and gradient norm, train and test MSE at θ̃, in θ̃'s dtype."""
+def _evaluate(theta, train, test: model.Rows | model.Stats, *, with_grad: bool = False):
+    """Full train TSSE and gradient norm, train and test MSE at θ̃, in θ̃'s dtype (and, with
+    ``with_grad``, the train gradient, for the next full-batch step to reuse)."""
     if isinstance(train, BatchRows):
         train = train.stats
     loss, grad = jax.value_and_grad(model.loss)(theta, train)
     test_mse = model.loss(theta, test) / model.n_rows(test)
     values = loss, loss / model.n_rows(train), test_mse, jnp.linalg.norm(grad)
-    return tuple(v.astype(theta.dtype) for v in values)
+    values = tuple(v.astype(theta.dtype) for v in values)
+    return (values, grad) if with_grad else values
 
 
 def _n_static(train: model.Rows | model.Stats | BatchRows) -> int:
@@ -175,8 +177,8 @@ def run_chunk(
 
     Returns the new state, one history row per epoch slot, and a flag per slot telling whether
     it completed an epoch (only those rows belong to the history). ``train`` is
-    :class:`BatchRows` for mini-batches; for full batches, :class:`model.Rows`, or
-    :class:`model.Stats` (``test`` then likewise).
+    :class:`BatchRows` for mini-batches; for full batches, :class:`model.Columns` (``test``
+    :class:`model.Rows`), or :class:`model.Stats` (``test`` then likewise).
     """
     n = _n_static(train)
     spe = spec.steps_per_epoch(n)
@@ -185,8 +187,7 @@ def run_chunk(
     def loss_fn(theta):
         return model.loss(theta, train)
 
-    def full_step(s: State) -> State:
-        value, grad = jax.value_and_grad(loss_fn)(s.theta)
+    def full_step(s: State, value, grad) -> State:
         if spec.optimizer in optim.LINE_SEARCH:
             updates, opt_state = tx.update(
                 grad, s.opt_state, s.theta, value=value, grad=grad, value_fn=loss_fn
@@ -223,17 +224,18 @@ def run_chunk(
         (theta, opt_state, diverged, steps, b), _ = jax.lax.scan(step, carry, length=length)
         return s._replace(theta=theta, opt_state=opt_state, diverged=diverged, step=steps, batch=b)
 
-    def train_slot(s: State) -> State:
+    def train_slot(s: State, value, grad) -> State:
         if spec.batch_size is None:
-            return full_step(s)._replace(epoch=s.epoch + 1)
+            return full_step(s, value, grad)._replace(epoch=s.epoch + 1)
         s = sgd_steps(s)
         complete = (s.batch >= spe) | (s.diverged >= 0)  # diverged: the rest would be no-ops
         return s._replace(epoch=s.epoch + complete, batch=jnp.where(complete, 0, s.batch))
 
-    def slot(s: State, _):
-        new = jax.lax.cond(s.done, lambda s: s, train_slot, s)
+    def slot(carry, _):
+        s, value, grad = carry  # TSSE and gradient at s.theta, from the previous evaluation
+        new = jax.lax.cond(s.done, lambda s, *_: s, train_slot, s, value, grad)
         completed = new.epoch > s.epoch
-        loss, mse, test_mse, grad_norm = _evaluate(new.theta, train, test)
+        (loss, mse, test_mse, grad_norm), grad = _evaluate(new.theta, train, test, with_grad=True)
         # θ finite but its loss overflowing (float32) counts as diverging too
         overflow = completed & (new.diverged < 0) & ~jnp.isfinite(loss)
         diverged = jnp.where(overflow, new.step, new.diverged)
@@ -247,9 +249,13 @@ def run_chunk(
             stop_epoch=jnp.where(met_tol, new.epoch, new.stop_epoch),
         )
         lr = schedule(jnp.maximum(new.step - 1, 0))
-        return new, (History(loss, mse, test_mse, lr, grad_norm, new.theta), completed)
+        row = History(loss, mse, test_mse, lr, grad_norm, new.theta)
+        return (new, loss, grad), (row, completed)
 
-    state, (rows, completed) = jax.lax.scan(slot, state, length=spec.chunk)
+    # A full step reuses the evaluation that followed the previous one (the same θ̃): from the
+    # rows, one value-and-gradient pass per epoch instead of two. The chunk's first step has none.
+    (value, *_), grad = _evaluate(state.theta, train, test, with_grad=True)
+    (state, _, _), (rows, completed) = jax.lax.scan(slot, (state, value, grad), length=spec.chunk)
     return state, rows, completed
 
 
@@ -281,8 +287,8 @@ def chunked(spec: LoopSpec, n_train: int, n_features: int, target_s: float = CHU
 
 def training_data(X, y, X_test, y_test, *, spec: LoopSpec, dtype: Any, stacked: bool = False):
     """The train and test data as the loop takes them: float64 statistics for full batches from
-    statistics, rows in ``dtype`` for full batches from rows, :class:`BatchRows` (and the test
-    statistics) for mini-batches."""
+    statistics, feature-major :class:`model.Columns` (test: rows) in ``dtype`` for full batches
+    from rows, :class:`BatchRows` (and the test statistics) for mini-batches."""
     if spec.stats:
         stats = jax.vmap(_stats) if stacked else _stats_jit
         return stats(X, y), stats(X_test, y_test)
@@ -290,7 +296,7 @@ def training_data(X, y, X_test, y_test, *, spec: LoopSpec, dtype: Any, stacked: 
         prepare = jax.vmap(_batch_data, in_axes=(0, 0, 0, 0, None)) if stacked else _batch_jit
         return prepare(X, y, X_test, y_test, jnp.dtype(dtype))
     rows = [jnp.asarray(a, dtype) for a in (X, y, X_test, y_test)]
-    return model.Rows(*rows[:2]), model.Rows(*rows[2:])
+    return model.columns(*rows[:2]), model.Rows(*rows[2:])  # train: X̃θ̃ and X̃ᵀr both contiguous
 
 
 def _stats(X: jax.Array, y: jax.Array, block: int = 1 << 16) -> model.Stats:
@@ -319,20 +325,20 @@ _batch_jit = jax.jit(_batch_data, static_argnums=4)
 
 def _result(state: State, rows: list[tuple[History, Any]], member: int | None = None) -> FitResult:
     """Assemble one fit's result from its chunks' rows (of ``member``, in a batched fit)."""
-    time_axis = 0 if member is None else 1  # batched rows are (members, slots, ...)
 
     def pick(a):
         a = np.asarray(a)
-        return a if member is None else a[member]
+        return a if member is None else a[member]  # batched rows are (members, slots, ...)
+
+    def series(chunks):  # the member's slice of each chunk, then concatenated: O(1 member)
+        return np.concatenate([pick(a) for a in chunks])
 
     epochs_run, stop = int(pick(state.epoch)), int(pick(state.stop_epoch))
     diverged = int(pick(state.diverged))
-    completed = pick(np.concatenate([np.asarray(c) for _, c in rows], axis=time_axis))
+    completed = series(c for _, c in rows)
     history = History(
         *(
-            pick(np.concatenate([np.asarray(r[i]) for r, _ in rows], axis=time_axis))[completed][
-                : epochs_run + 1
-            ]
+            series(r[i] for r, _ in rows)[completed][: epochs_run + 1]
             for i in range(len(History._fields))
         )
     )
