@@ -218,6 +218,16 @@ def test_condition_number_equals_numpy_cond_of_augmented_design(collinearity):
     _close(model.condition_number(jnp.asarray(X)), expected, rtol=1e-9)
 
 
+def test_condition_number_of_a_tall_design_needs_no_n_squared_memory():
+    # An SVD of the 500k-row design itself asked LAPACK for n² floats (2 TB here) and failed
+    rng = np.random.default_rng(20)
+    X = rng.normal(size=(500_000, 3)) * np.array([1.0, 10.0, 100.0])
+    expected = np.linalg.cond(_aug(X[::1000]))  # numpy's SVD is fine on a subsample
+    cond = float(model.condition_number(jnp.asarray(X)))
+    _close(cond, np.linalg.cond(np.linalg.qr(_aug(X), mode="r")), rtol=1e-9)
+    assert 0.5 * expected < cond < 2 * expected
+
+
 def test_condition_number_grows_with_collinearity():
     rng = np.random.default_rng(19)
     z = rng.normal(size=(200, 1))

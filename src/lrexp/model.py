@@ -42,8 +42,12 @@ def least_squares(X: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def condition_number(X: jax.Array) -> jax.Array:
-    """cond(X̃) = σ_max / σ_min of the design; the Hessian 2X̃ᵀX̃ has its square."""
-    s = jnp.linalg.svd(augment(X), compute_uv=False)
+    """cond(X̃) = σ_max / σ_min of the design; the Hessian 2X̃ᵀX̃ has its square.
+
+    From R of X̃ = QR, (M+1)×(M+1) with X̃'s singular values: an SVD of the n-row design itself
+    asks LAPACK for n² floats of workspace (terabytes at 1e6 rows).
+    """
+    s = jnp.linalg.svd(jnp.linalg.qr(augment(X), mode="r"), compute_uv=False)
     return s[0] / s[-1]
 
 
