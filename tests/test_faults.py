@@ -113,27 +113,21 @@ LONG_EPOCH = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="recording the interrupted run evaluates it: model.condition_number's SVD of the "
-    "1.6e6 training rows asks for n² floats (RESOURCE_EXHAUSTED), so the run ends FAILED",
-)
 def test_sigterm_in_the_middle_of_a_long_epoch_is_honoured_within_a_second(tmp_path):
     uri, exp = f"sqlite:///{tmp_path / 'mlflow.db'}", "long-epoch"
     proc = start(tmp_path, uri, exp, *LONG_EPOCH)
     wait_for_training(proc)  # the first progress line comes 2 s into training: inside epoch 1
-    sent = time.monotonic()
+    sent = time.time()  # wall clock: compared with the run's end time in the store
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
-    # The loop stops at the end of the compiled call in flight (~0.1 s); the rest is recording
-    # the interruption and the interpreter's exit. Finishing the epoch would take seconds more.
-    ended = time.monotonic() - sent
+    # The loop stops at the end of the compiled call in flight (~0.1 s), then the run is recorded
+    # KILLED with its partial curve. Finishing the epoch would take seconds more.
     run = only_run(uri, exp)
     assert run.info.status == "KILLED", run.data.tags.get("lrexp.failure_reason")
     assert run.data.tags["lrexp.failure_reason"].startswith("terminated (SIGTERM)")
     curve = MlflowClient(uri).get_metric_history(run.info.run_id, "train_mse")
     assert [m.step for m in curve] == [0]  # stopped inside epoch 1: only the starting point
-    assert ended < 3.0
+    assert run.info.end_time / 1000 - sent < 1.5  # measured: 0.6–0.9 s
 
 
 def test_sigkill_leaves_a_run_that_reap_marks_killed_while_a_live_run_is_spared(tmp_path):
