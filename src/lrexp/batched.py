@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -68,11 +68,9 @@ def train_batch(members: list[tuple[Job, train.Prepared]]) -> list[list[fit.FitR
     shared = len({data_identity(p) for p in ps}) == 1
     spec, dtype = ps[0].spec, jnp.dtype(ps[0].cfg.train.dtype)
     fits: list[list[fit.FitResult]] = [[] for _ in ps]
-    start = time.perf_counter()
-
-    def progress(epochs_done: int, rows: fit.History) -> None:
-        if time.perf_counter() - start > train.PROGRESS_AFTER_S:
-            print(f"  batch of {len(ps)}: epoch {epochs_done}/{spec.epochs}", flush=True)
+    progress = train.progress(
+        lambda done, _: f"  batch of {len(ps)}: epoch {done}/{spec.epochs}", file=sys.stdout
+    )
 
     for i in range(len(ps[0].parts)):
         arrays = [p.arrays(i) for p in ps]

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,19 +95,29 @@ def loop_spec(cfg: Config, n_train: int, n_features: int = 1) -> fit.LoopSpec:
     return fit.chunked(spec, n_train, n_features)  # compiled calls of a fraction of a second
 
 
-def _progress(total: int, fold: str):
+def progress(line: Callable[[int, fit.History], str], file=None):
+    """An ``on_chunk`` callback printing ``line(epochs_done, rows)`` once a run has taken
+    PROGRESS_AFTER_S, then at most once a second (the loop calls back every ~0.1 s), to ``file``
+    (default: stderr)."""
     start = time.perf_counter()
+    last = [start]
 
     def on_chunk(epochs_done: int, rows: fit.History) -> None:
-        if time.perf_counter() - start > PROGRESS_AFTER_S:
-            print(
-                f"  {fold}epoch {epochs_done}/{total}  train MSE {rows.train_mse[-1]:.6g}  "
-                f"test MSE {rows.test_mse[-1]:.6g}",
-                file=sys.stderr,
-                flush=True,
-            )
+        now = time.perf_counter()
+        if now - start > PROGRESS_AFTER_S and now - last[0] >= 1.0:
+            last[0] = now
+            print(line(epochs_done, rows), file=file or sys.stderr, flush=True)
 
     return on_chunk
+
+
+def _progress(total: int, fold: str):
+    return progress(
+        lambda done, rows: (
+            f"  {fold}epoch {done}/{total}  train MSE {rows.train_mse[-1]:.6g}  "
+            f"test MSE {rows.test_mse[-1]:.6g}"
+        )
+    )
 
 
 def run_name(cfg: Config, overrides: list[str]) -> str:
