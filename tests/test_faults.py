@@ -44,6 +44,7 @@ def start(
     *overrides: str,
     multirun: bool = False,
     heartbeat: float | None = None,
+    session: bool = False,
 ) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if heartbeat is not None:
@@ -58,7 +59,13 @@ def start(
         f"tracking.experiment={experiment}",
     ]
     return subprocess.Popen(
-        args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        args,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=session,  # a process group of its own: the run and its tracker
     )
 
 
@@ -132,9 +139,9 @@ def test_sigterm_in_the_middle_of_a_long_epoch_is_honoured_within_a_second(tmp_p
 
 def test_sigkill_leaves_a_run_that_reap_marks_killed_while_a_live_run_is_spared(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    doomed = start(tmp_path, uri, "doomed", *LONG, heartbeat=0.5)
+    doomed = start(tmp_path, uri, "doomed", *LONG, heartbeat=0.5, session=True)
     wait_for_training(doomed)
-    doomed.kill()  # SIGKILL: nothing in the process can react
+    os.killpg(doomed.pid, signal.SIGKILL)  # the run and its tracking process: nothing can react
     doomed.wait(timeout=30)
     assert only_run(uri, "doomed").info.status == "RUNNING"
     alive = start(tmp_path, uri, "alive", *LONG, heartbeat=0.5)

@@ -1,9 +1,15 @@
 """lrexp: configurable, tracked linear-regression training (Hydra, JAX/Optax, MLflow)."""
 
-import jax
+import os
+import sys
 
 # Data and the least-squares reference are float64; training runs in the configured dtype, cast
-# explicitly. Without x64, JAX silently turns float64 arrays into float32.
-jax.config.update("jax_enable_x64", True)
+# explicitly. Without x64, JAX silently turns float64 arrays into float32. JAX reads
+# JAX_ENABLE_X64 when it is imported: setting it, rather than importing JAX here, keeps modules
+# that need no JAX (the tracking process of ``lrexp.tracker``) free of its import.
+if "jax" in sys.modules:
+    sys.modules["jax"].config.update("jax_enable_x64", True)
+else:
+    os.environ["JAX_ENABLE_X64"] = "1"
 
 __version__ = "0.1.0"

@@ -127,7 +127,7 @@ def run_jobs(jobs: list[Job], base_dir: str | Path, max_batch: int = 256) -> dic
 
 def _sweep_context(job: Job, base_dir: str | Path):
     from lrexp import sweep
-    from lrexp.tracking import resolve_uri
+    from lrexp.store import resolve_uri
 
     t = job.cfg.tracking
     if not t.enabled:

@@ -6,22 +6,50 @@ Builds plain values (dicts, arrays, figures) from the run and hands them to :mod
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import json
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from omegaconf import OmegaConf
 
-from lrexp import plots, provenance, results, tracking
+from lrexp import plots, provenance, results, store, tracker
 from lrexp.config import Config, ConfigError
 
 if TYPE_CHECKING:
     from lrexp.sweep import SweepJob
     from lrexp.train import Outcome, Prepared
+
+
+def _tracking() -> Any:
+    """Where runs are written: :mod:`lrexp.tracking` in the tracking process that this process
+    started (:mod:`lrexp.tracker`, the CLI's), else here (imported only now: MLflow is slow to
+    import)."""
+    return tracker.current() or importlib.import_module("lrexp.tracking")
+
+
+def resolved(run_id: str) -> str:
+    """The id of the run that :func:`start` yielded: a tracking process makes the run while
+    this process trains, and yields a stand-in for its id until then."""
+    t = tracker.current()
+    return run_id if t is None else t.resolve(run_id)
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested mappings to dotted keys: {"optimizer": {"lr": 1}} → {"optimizer.lr": 1}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
 
 
 def config_hash(cfg: Config, *, without: tuple[str, ...] = ()) -> str:
@@ -43,8 +71,9 @@ def start(
 
     In a sweep the run is the child of the sweep's parent run, in the experiment the sweep made.
     """
-    uri = tracking.resolve_uri(cfg.tracking.uri, base_dir)
-    unreachable = tracking.check_server(uri)
+    tracking = _tracking()
+    uri = store.resolve_uri(cfg.tracking.uri, base_dir)
+    unreachable = store.check_server(uri)
     if unreachable is not None:
         raise ConfigError(
             "tracking.uri",
@@ -72,7 +101,8 @@ def start(
 
 def find_finished(p: Prepared) -> dict | None:
     """A FINISHED run of this experiment with the same config hash, if there is one."""
-    uri = tracking.resolve_uri(p.cfg.tracking.uri, p.base_dir)
+    tracking = _tracking()
+    uri = store.resolve_uri(p.cfg.tracking.uri, p.base_dir)
     return tracking.find_finished(
         uri, p.cfg.tracking.experiment, "lrexp.config_hash", config_hash(p.cfg)
     )
@@ -82,12 +112,13 @@ def record_skipped(
     p: Prepared, name: str, overrides: list[str], sweep: SweepJob | None, done: dict
 ) -> str | None:
     """In a sweep, a FINISHED child pointing at the earlier run, with its summary metrics."""
+    tracking = _tracking()
     if sweep is None:
         return None
     original = done["tags"].get("lrexp.skipped_for", done["run_id"])
     with start(p.cfg, p.base_dir, name, overrides, sweep) as run_id:
         tracking.set_tags(
-            tracking.resolve_uri(p.cfg.tracking.uri, p.base_dir),
+            store.resolve_uri(p.cfg.tracking.uri, p.base_dir),
             run_id,
             {"lrexp.skipped_for": original},
         )
@@ -97,14 +128,13 @@ def record_skipped(
 
 def log_inputs(p: Prepared, overrides: list[str]) -> None:
     """Params (the resolved config, flattened), the config files, and the data set."""
-    import pandas as pd
-
+    tracking = _tracking()
     ds, spec = p.dataset, p.spec
     resolved = OmegaConf.create(asdict(p.cfg))  # as OmegaConf.structured(p.cfg), 2.5x faster
     n_train, n_test = len(p.parts[0][0]), len(p.parts[0][1])
     tracking.log_params(
         {
-            **tracking.flatten(OmegaConf.to_container(resolved)),
+            **flatten(OmegaConf.to_container(resolved)),
             "run.batch_size": spec.batch_size,
             "run.epochs": spec.epochs,
             "run.steps_per_epoch": spec.steps_per_epoch(n_train),
@@ -121,8 +151,14 @@ def log_inputs(p: Prepared, overrides: list[str]) -> None:
             "config/overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(overrides)),
         },
     )
-    frame = pd.DataFrame(ds.X, columns=list(ds.feature_names)).assign(**{ds.target_name: ds.y})
-    tracking.log_dataset(frame, name=ds.name, source=ds.source, target=ds.target_name)
+    tracking.log_dataset(
+        ds.X,
+        ds.y,
+        features=ds.feature_names,
+        target=ds.target_name,
+        name=ds.name,
+        source=ds.source,
+    )
 
 
 def sample_steps(curves: dict[str, np.ndarray], max_points: int) -> np.ndarray:
@@ -163,6 +199,7 @@ def log_curves(
 ) -> None:
     """Curves at their epochs, sampled to ``max_points`` each, and the summary scalars (linked to
     the logged model, where there is one), in as few requests as MLflow allows."""
+    tracking = _tracking()
     steps = sample_steps(curves, max_points)
     # A fold that stopped early has a shorter curve: it takes the sampled epochs it reached.
     sampled = {k: np.asarray(v)[steps[steps < len(v)]] for k, v in curves.items()}
@@ -171,6 +208,7 @@ def log_curves(
 
 def log_partial(p: Prepared, run_id: str, fits: list) -> None:
     """The curves of an interrupted run, up to its last finished chunk."""
+    tracking = _tracking()
     ds = p.dataset
     folds = [
         results.evaluate(f, st, ds.X[tr], ds.y[tr], ds.X[te], ds.y[te])
@@ -195,14 +233,12 @@ def logs_model(cfg: Config, sweep: SweepJob | None) -> bool:
 def log_outputs(p: Prepared, outcome: Outcome, sweep: SweepJob | None = None) -> None:
     """The model, then curves and summary metrics in batches, then θ, the full history and the
     figures as one copy of artifacts."""
+    tracking = _tracking()
     ds, folds, names = outcome.dataset, outcome.folds, outcome.names
     t = p.cfg.tracking
     model_id = None
     if logs_model(p.cfg, sweep):
-        import pandas as pd
-
-        example = pd.DataFrame(example_rows(p), columns=list(ds.feature_names))
-        model_id = tracking.log_model(outcome.theta, ds.feature_names, example)
+        model_id = tracking.log_model(outcome.theta, list(ds.feature_names), example_rows(p))
     curves = results.curves(folds, names)
     log_curves(outcome.run_id, curves, outcome.summary, t.max_curve_points, model_id)
     theta = {

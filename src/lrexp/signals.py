@@ -43,3 +43,16 @@ def reason(e: BaseException) -> str:
     if isinstance(e, Terminated):
         return "terminated (SIGTERM)"
     return f"{type(e).__name__}: {e}"[:5000]
+
+
+def ending(e: BaseException, trace: str) -> tuple[str, str | None, str | None]:
+    """How a run that ``e`` stops ends: (status, reason, traceback to keep).
+
+    ``sys.exit(0)`` is no failure (FINISHED); Ctrl-C and SIGTERM end it KILLED with the reason;
+    anything else FAILED with the reason and ``trace``.
+    """
+    if isinstance(e, SystemExit) and e.code in (0, None):
+        return "FINISHED", None, None
+    if isinstance(e, STOPS):
+        return "KILLED", reason(e), None
+    return "FAILED", reason(e), trace

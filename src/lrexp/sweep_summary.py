@@ -144,9 +144,9 @@ def log_best_model(uri: str, run_id: str) -> str | None:
         theta = json.loads(doc) if doc else {}
         if "features" not in theta:
             return None
-        example = pd.DataFrame(theta["example"], columns=theta["features"])
-        features = theta["features"]
-        return tracking.log_model(theta["theta"], features, example, run_id=run_id, uri=uri)
+        return tracking.log_model(
+            theta["theta"], theta["features"], theta["example"], run_id=run_id, uri=uri
+        )
     except Exception as e:
         log.warning("could not log the best child's model: %s", e)
         return None

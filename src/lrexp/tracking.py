@@ -26,6 +26,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from lrexp import signals
+from lrexp.store import check_server, missing_store, resolve_uri  # noqa: F401  (callers use them here)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,14 +37,6 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 MAX_PARAM_KEY = 250
 MAX_PARAM_VALUE = 6000
-
-
-def resolve_uri(uri: str, base_dir: str | Path) -> str:
-    """Make a relative ``sqlite:///`` path absolute in ``base_dir`` (the launch directory)."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str((Path(base_dir) / uri[len(prefix) :]).resolve())
-    return uri
 
 
 def experiment_id(uri: str, name: str) -> str:
@@ -114,6 +107,36 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
 
+def open_run(
+    uri: str,
+    experiment: str | None,
+    run_name: str,
+    tags: Mapping[str, str],
+    *,
+    exp_id: str | None = None,
+) -> str:
+    """Start one MLflow run, active in this process, and return its id (see :func:`run`)."""
+    mlflow.set_tracking_uri(uri)
+    while mlflow.active_run() is not None:  # left over by an earlier job in a reused worker
+        mlflow.end_run("KILLED")
+    if exp_id is None:
+        exp_id = experiment_id(uri, experiment)
+    tags = {**tags, "lrexp.heartbeat": f"{time.time():.3f}"}
+    return mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags).info.run_id
+
+
+def close_run(status: str, reason: str | None = None, trace: str | None = None) -> None:
+    """End the active run as ``status``, recording ``reason`` (the tag ``lrexp.failure_reason``)
+    and ``trace`` (``failure/traceback.txt``) where given; the run ends even if those fail."""
+    try:
+        if reason is not None:
+            retried(lambda: mlflow.set_tag("lrexp.failure_reason", reason))
+        if trace is not None:
+            retried(lambda: mlflow.log_text(trace, "failure/traceback.txt"))
+    finally:
+        mlflow.end_run(status)
+
+
 @contextmanager
 def run(
     uri: str,
@@ -129,50 +152,19 @@ def run(
     artifact); Ctrl-C and SIGTERM end the run KILLED; ``sys.exit(0)`` is no failure. ``exp_id``,
     where given, is used as it is (a sweep creates its experiment once, before any job starts).
     """
-    mlflow.set_tracking_uri(uri)
-    while mlflow.active_run() is not None:  # left over by an earlier job in a reused worker
-        mlflow.end_run("KILLED")
-    if exp_id is None:
-        exp_id = experiment_id(uri, experiment)
-    tags = {**tags, "lrexp.heartbeat": f"{time.time():.3f}"}
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags) as active:
-        try:
-            with Heartbeat(uri, active.info.run_id):
-                yield active.info.run_id
-        except BaseException as e:
-            if isinstance(e, SystemExit) and e.code in (0, None):
-                mlflow.end_run("FINISHED")  # a clean exit is no failure
-                raise
-            why = signals.reason(e)
-            retried(lambda: mlflow.set_tag("lrexp.failure_reason", why))
-            if isinstance(e, signals.STOPS):
-                mlflow.end_run("KILLED")
-            else:
-                retried(lambda: mlflow.log_text(traceback.format_exc(), "failure/traceback.txt"))
-            raise
+    run_id = open_run(uri, experiment, run_name, tags, exp_id=exp_id)
+    try:
+        with Heartbeat(uri, run_id):
+            yield run_id
+    except BaseException as e:
+        close_run(*signals.ending(e, traceback.format_exc()))
+        raise
+    close_run("FINISHED")
 
 
 def failure_reason(e: BaseException) -> str:
     """A one-line reason for a run's tag: the exception's type and message."""
     return signals.reason(e)
-
-
-def check_server(uri: str, timeout: float = 3.0) -> str | None:
-    """For an http(s) tracking URI, why no MLflow server answers there; None when one does."""
-    if not uri.startswith(("http://", "https://")):
-        return None
-    import requests
-
-    # Fail fast later too: MLflow otherwise retries each call for minutes.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    try:
-        response = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
-    except requests.RequestException as e:
-        return f"no MLflow server answers there ({type(e).__name__})"
-    if response.status_code != 200:
-        return f"the server answered /health with HTTP {response.status_code}"
-    return None
 
 
 def init_store(uri: str) -> None:
@@ -284,18 +276,6 @@ def log_to(
     log_files(run_id, texts, client=MlflowClient(uri))
 
 
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten nested mappings to dotted keys: {"optimizer": {"lr": 1}} → {"optimizer.lr": 1}."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def _params(params: Mapping[str, Any]) -> list[Param]:
     """Params within MLflow's limits: keys cut to 250 characters, values to 6000."""
     return [
@@ -386,22 +366,69 @@ def log_files(run_id: str, files: Mapping[str, str], client: MlflowClient | None
 
 
 def log_dataset(
-    frame: pd.DataFrame, *, name: str, source: str, target: str, context: str = "training"
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    features: Sequence[str],
+    target: str,
+    name: str,
+    source: str,
+    context: str = "training",
 ) -> None:
-    """Record the data set used (name, digest, source) as the run's input.
+    """Record the data set used (name, digest, schema, size, source) as the run's input.
 
     ``source`` is a file path for loaded data, else a description of the generator that made it.
+    The digest and schema are MLflow's, computed from the columns' dtypes rather than by MLflow's
+    pass over every cell in Python (10 s for 2e6 rows).
     """
+    import pandas as pd
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
+    frame = pd.DataFrame(X, columns=list(features)).assign(**{target: y})
     is_file = Path(source).is_file()
     origin = (
         Path(source).resolve().as_uri() if is_file else CodeDatasetSource({"generator": source})
     )
     with warnings.catch_warnings():  # MLflow registers two local-file sources of the same name
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        dataset = mlflow.data.from_pandas(frame, source=origin, targets=target, name=name)
+        dataset = mlflow.data.from_pandas(
+            frame, source=origin, targets=target, name=name, digest=pandas_digest(frame)
+        )
+    dataset.__dict__["schema"] = numeric_schema(frame)  # the cached property, known already
     retried(lambda: mlflow.log_input(dataset, context=context))
+
+
+def pandas_digest(frame: pd.DataFrame) -> str:
+    """MLflow's digest of a frame of numbers (``compute_pandas_digest``): a hash of its first
+    rows, its length and its column names."""
+    import pandas as pd
+    from mlflow.data.digest_utils import MAX_ROWS, get_normalized_md5_digest
+
+    numeric = frame.select_dtypes(include=[np.number]).columns
+    if len(numeric) != frame.shape[1]:
+        from mlflow.data.digest_utils import compute_pandas_digest
+
+        return compute_pandas_digest(frame)
+    trimmed = frame.head(MAX_ROWS)[pd.Index([]).union(numeric)]  # MLflow's column order
+    return get_normalized_md5_digest(
+        [pd.util.hash_pandas_object(trimmed).values, np.int64(len(frame))]
+        + [str(c).encode() for c in frame.columns]
+    )
+
+
+def numeric_schema(frame: pd.DataFrame) -> Any:
+    """MLflow's schema of a frame of float64 columns: doubles, required unless they hold NaN."""
+    from mlflow.types import ColSpec, Schema
+    from mlflow.types.utils import _infer_schema
+
+    if not all(dtype == np.float64 for dtype in frame.dtypes):
+        return _infer_schema(frame)
+    return Schema(
+        [
+            ColSpec("double", str(c), required=not np.isnan(frame[c].to_numpy()).any())
+            for c in frame.columns
+        ]
+    )
 
 
 def log_json(obj: Any, artifact_file: str) -> None:
@@ -415,17 +442,19 @@ def log_text(text: str, artifact_file: str) -> None:
 def log_model(
     theta: Sequence[float],
     features: Sequence[str],
-    example: pd.DataFrame,
+    example: Sequence[Sequence[float]],
     *,
     run_id: str | None = None,
     uri: str | None = None,
 ) -> str:
-    """Log θ as a pyfunc model with an explicit signature to the active run (or to ``run_id``,
-    which may have ended, in the store ``uri``); return the logged model's id.
+    """Log θ as a pyfunc model with an explicit signature and input ``example`` (rows of the
+    features) to the active run (or to ``run_id``, which may have ended, in the store ``uri``);
+    return the logged model's id.
 
     Log it before the run's metrics: MLflow copies every metric already logged at the model's
     step onto the new model, reading each one's whole history back (0.1-0.4 s a run).
     """
+    import pandas as pd
     from mlflow.models import Model, ModelSignature
     from mlflow.types import ColSpec, Schema
 
@@ -453,21 +482,15 @@ def log_model(
             python_model=str(Path(__file__).with_name("pyfunc_model.py")),
             artifacts={"theta": str(path)},  # θ as a file, not model_config (that becomes params)
             signature=signature,
-            input_example=example,
+            input_example=pd.DataFrame(
+                np.asarray(example, dtype=np.float64), columns=list(features)
+            ),
             pip_requirements=[f"mlflow=={mlflow.__version__}", "numpy", "pandas"],
         )
     return info.model_id
 
 
 # --- reading runs back (compare, reproduce) ---
-def missing_store(uri: str) -> Path | None:
-    """The file of a ``sqlite:///`` store that does not exist: reading must not create one."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not Path(uri[len(prefix) :]).is_file():
-        return Path(uri[len(prefix) :])
-    return None
-
-
 def experiment_names(uri: str) -> list[str]:
     """The names of the store's active experiments, sorted."""
     return sorted(e.name for e in MlflowClient(uri).search_experiments())

@@ -1,0 +1,40 @@
+"""Where runs are stored: tracking URIs resolved and checked without importing MLflow."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def resolve_uri(uri: str, base_dir: str | Path) -> str:
+    """Make a relative ``sqlite:///`` path absolute in ``base_dir`` (the launch directory)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str((Path(base_dir) / uri[len(prefix) :]).resolve())
+    return uri
+
+
+def check_server(uri: str, timeout: float = 3.0) -> str | None:
+    """For an http(s) tracking URI, why no MLflow server answers there; None when one does."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    import requests
+
+    # Fail fast later too: MLflow otherwise retries each call for minutes.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    try:
+        response = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as e:
+        return f"no MLflow server answers there ({type(e).__name__})"
+    if response.status_code != 200:
+        return f"the server answered /health with HTTP {response.status_code}"
+    return None
+
+
+def missing_store(uri: str) -> Path | None:
+    """The file of a ``sqlite:///`` store that does not exist: reading must not create one."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not Path(uri[len(prefix) :]).is_file():
+        return Path(uri[len(prefix) :])
+    return None

@@ -1,0 +1,330 @@
+"""Track a run from a second process, so that MLflow's start-up overlaps JAX's and the training.
+
+A tracked ``python -m lrexp.train`` spends about as long importing MLflow, opening its store and
+logging a first model as it spends importing JAX, composing the config and training. On two
+cores the two can run side by side. The CLI starts a tracking process before it imports JAX; that
+process imports MLflow (never JAX) and prepares what a run's first calls need, while the training
+process works. Every call that :mod:`lrexp.record` makes on :mod:`lrexp.tracking` then goes to
+the tracking process, in order, and the run is opened, logged and ended there. Calls that return
+nothing are pipelined: the training process waits only for an answer it needs (the run's id, a
+model's id) and for the run's end, so the CLI returns once everything is stored, and an error in
+a pipelined call is raised at the next call that waits.
+
+The tracking process ignores Ctrl-C and SIGTERM: the training process decides how its run ends
+(KILLED, with the reason) and tells it. If the training process dies without ending its run
+(SIGKILL, out of memory), the tracking process sees the pipe close and ends the run KILLED.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from multiprocessing.connection import Connection
+from typing import Any
+
+from lrexp import signals
+
+# Calls of lrexp.tracking that return nothing: sent without waiting for the tracking process.
+PIPELINED = frozenset(
+    {"log_params", "log_batch", "log_metrics", "log_files", "log_dataset", "log_text", "set_tags"}
+)
+ACTIVE = "lrexp:active-run"  # stands for the open run's id until the tracking process has made it
+ORPHANED = "the training process ended without ending its run (killed, or out of memory)"
+# Hydra options that print or exit without a run, and the multirun flag: no tracking process.
+NO_RUN = {"-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "--shell-completion"}
+MULTIRUN = {"-m", "--multirun"}
+
+
+class TrackerError(RuntimeError):
+    """The tracking process went away, or failed in a way that cannot be passed back."""
+
+
+class Tracker:
+    """The training side: stands in for :mod:`lrexp.tracking`, calling it in the tracking
+    process. ``tracker.log_params(...)`` runs ``lrexp.tracking.log_params(...)`` there."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", f"from lrexp.tracker import serve; serve({theirs.fileno()})"],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self._conn = Connection(ours.detach())
+        self._sent = self._read = 0  # requests sent, and replies read
+        self._open_request: int | None = None  # the request that opens the run
+        self.run_id: str | None = None  # the open run's id, once its reply is read
+        self.opened = False  # a run was opened through this process
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._send(("call", name, args, kwargs))
+            return None if name in PIPELINED else self._collect(block=True)
+
+        return call
+
+    def active_run_id(self) -> str:
+        """The id of the open run, or :data:`ACTIVE` (which the tracking process reads as that
+        id) while the run is still being made."""
+        return self.run_id or ACTIVE
+
+    def resolve(self, run_id: str) -> str:
+        """``run_id`` itself, or for :data:`ACTIVE` the open run's id (waiting for it)."""
+        if run_id != ACTIVE:
+            return run_id
+        while self.run_id is None and self._open_request is not None:
+            self._collect(block=True, until=self._open_request)
+        if self.run_id is None:
+            raise TrackerError("no run is open")
+        return self.run_id
+
+    @contextmanager
+    def run(
+        self,
+        uri: str,
+        experiment: str | None,
+        run_name: str,
+        tags: dict[str, str],
+        *,
+        exp_id: str | None = None,
+    ) -> Iterator[str]:
+        """As :func:`lrexp.tracking.run`, but yields :data:`ACTIVE` at once: the run is made
+        while this process trains (:meth:`resolve` gives its id). It ends as the block does."""
+        self._send(("open", (uri, experiment, run_name, dict(tags)), {"exp_id": exp_id}))
+        self.opened, self._open_request = True, self._sent
+        try:
+            yield ACTIVE
+        except BaseException as e:
+            self._close(signals.ending(e, traceback.format_exc()))
+            raise
+        self._close(("FINISHED", None, None))
+
+    def _close(self, ending: tuple[str, str | None, str | None]) -> None:
+        self._send(("close", ending, {}), check=False)  # sent even after a failed pipelined call
+        self._collect(block=True)
+        self.run_id = self._open_request = None
+
+    def _send(self, message: tuple, *, check: bool = True) -> None:
+        if check:
+            self._collect(block=False)
+        try:
+            self._conn.send(message)
+        except OSError as e:
+            raise TrackerError(f"the tracking process has gone away ({e})") from e
+        self._sent += 1
+
+    def _collect(self, *, block: bool, until: int | None = None) -> Any:
+        """Read the replies that are in (if ``block``, those up to request ``until``, or all);
+        raise the first error, and return the last value read."""
+        value, last = None, self._sent if until is None else until
+        while self._read < last and (block or self._conn.poll()):
+            try:
+                kind, value = self._conn.recv()
+            except (EOFError, OSError) as e:
+                self._read = self._sent
+                raise TrackerError("the tracking process ended unexpectedly") from e
+            self._read += 1
+            if kind == "err":
+                raise _unpack(value)
+            if self._read == self._open_request:
+                self.run_id = value
+        return value
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Let the tracking process finish what was sent, and end it."""
+        if not self.opened:  # it never had work: no need to wait for its imports
+            self._proc.kill()
+        with contextlib.suppress(Exception):
+            self._collect(block=True)
+        self._conn.close()
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+_current: Tracker | None = None  # the tracking process of this (CLI) process, once started
+
+
+def current() -> Tracker | None:
+    """The tracking process this process started, while it is alive; else None."""
+    return _current if _current is not None and _current.alive() else None
+
+
+def start() -> Tracker:
+    """Start this process's tracking process (ended by :func:`stop`, or at exit)."""
+    global _current
+    if _current is None:
+        _current = Tracker()
+        atexit.register(stop)
+    return _current
+
+
+def start_for(argv: list[str]) -> Tracker | None:
+    """Start the tracking process for a CLI call that trains and tracks one run
+    (``LREXP_TRACKING_PROCESS=0`` tracks in the training process instead)."""
+    options = {a.split("=", 1)[0] for a in argv if a.startswith("-")}
+    if options & (NO_RUN | MULTIRUN) or "tracking.enabled=false" in argv:
+        return None
+    if os.environ.get("LREXP_TRACKING_PROCESS", "1") == "0":
+        return None
+    return start()
+
+
+def stop() -> None:
+    """End this process's tracking process, once it has stored everything it was sent."""
+    global _current
+    if _current is not None:
+        tracker, _current = _current, None
+        tracker.stop()
+
+
+@contextmanager
+def process() -> Iterator[Tracker]:
+    """Within the block, runs are tracked from a tracking process (started here)."""
+    tracker = start()
+    try:
+        yield tracker
+    finally:
+        stop()
+
+
+# --- the tracking process ---
+def serve(fd: int) -> None:
+    """Run the tracking process: carry out the requests arriving on ``fd`` until it closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the training process decides how runs end
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for noisy in ("mlflow.store.db.utils", "alembic", "mlflow.pyfunc", "mlflow.models"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # As lrexp.store.check_server sets them in the process that calls MLflow: fail fast on an
+    # unreachable server rather than retry each call for minutes.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    conn = Connection(fd)
+    from lrexp import tracking
+
+    warm_up = _warm_up_steps()
+    state: dict[str, Any] = {"open": False, "heartbeat": None}
+    try:
+        while True:
+            while not conn.poll(0) and warm_up:  # idle: prepare the first run's calls
+                warm_up.pop(0)()
+            try:
+                request = conn.recv()
+            except (EOFError, OSError):  # closed, or reset with replies unread: it is gone
+                _end(tracking, state, "KILLED", ORPHANED)
+                break
+            conn.send(_carry_out(tracking, state, *_request(request)))
+    except BaseException as e:  # never leave the run RUNNING, nor let MLflow's exit hook FINISH it
+        _end(tracking, state, "FAILED", f"lrexp's tracking process failed: {signals.reason(e)}")
+        raise
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(0)  # skip the interpreter's teardown: nothing is left to do
+
+
+def _carry_out(tracking: Any, state: dict[str, Any], kind: str, what: Any, args, kwargs) -> tuple:
+    """Carry out one request; the reply: ("ok", value) or ("err", the pickled exception)."""
+    try:
+        if kind == "open":
+            value = tracking.open_run(*args, **kwargs)
+            state["open"] = True
+            state["heartbeat"] = tracking.Heartbeat(args[0], value).__enter__()
+        elif kind == "close":
+            _stop_heartbeat(state)
+            state["open"] = False  # close_run ends the run even when recording why fails
+            value = tracking.close_run(*what)
+        else:
+            args = tuple(_active(a, tracking) for a in args)
+            kwargs = {k: _active(v, tracking) for k, v in kwargs.items()}
+            value = getattr(tracking, what)(*args, **kwargs)
+        return ("ok", value)
+    except Exception as e:
+        return ("err", _pack(e))
+
+
+def _end(tracking: Any, state: dict[str, Any], status: str, reason: str) -> None:
+    """End the run left open, if there is one, with ``status`` and ``reason``."""
+    _stop_heartbeat(state)
+    if state["open"]:
+        state["open"] = False
+        with contextlib.suppress(Exception):
+            tracking.close_run(status, reason)
+
+
+def _stop_heartbeat(state: dict[str, Any]) -> None:
+    if state["heartbeat"] is not None:
+        state["heartbeat"].__exit__(None, None, None)
+        state["heartbeat"] = None
+
+
+def _active(arg: Any, tracking: Any) -> Any:
+    return tracking.active_run_id() if isinstance(arg, str) and arg == ACTIVE else arg
+
+
+def _request(message: tuple) -> tuple[str, Any, tuple, dict]:
+    kind, what, *rest = message
+    if kind == "open":
+        return kind, None, what, rest[0]
+    if kind == "close":
+        return kind, what, (), {}
+    return kind, what, rest[0], rest[1]
+
+
+def _warm_up_steps() -> list[Callable[[], None]]:
+    """What a run's calls would otherwise do on the way, in the order they need it: imports,
+    and MLflow's map from modules to installed packages, which ``log_model`` consults to check
+    the model's requirements against what is installed."""
+
+    def store() -> None:
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+    def dataset() -> None:
+        import mlflow.data.pandas_dataset  # noqa: F401
+
+    def model() -> None:
+        import mlflow.pyfunc  # noqa: F401
+        from mlflow.utils import requirements_utils
+
+        # MLflow builds the map by reading the file list of every installed distribution (0.3 s
+        # to over 1 s). This process logs only lrexp's model, whose requirements are these three.
+        with contextlib.suppress(Exception):  # a private cache: only its time is at stake
+            if requirements_utils._MODULES_TO_PACKAGES is None:
+                requirements_utils._MODULES_TO_PACKAGES = {
+                    p: [p] for p in ("mlflow", "numpy", "pandas")
+                }
+
+    return [store, dataset, model]
+
+
+def _pack(e: BaseException) -> bytes:
+    with contextlib.suppress(Exception):
+        e.add_note("(in lrexp's tracking process)\n" + "".join(traceback.format_exception(e)))
+        return pickle.dumps(e)
+    return pickle.dumps(TrackerError(f"{type(e).__name__}: {e}"))
+
+
+def _unpack(data: bytes) -> BaseException:
+    try:
+        return pickle.loads(data)
+    except Exception as e:
+        return TrackerError(f"the tracking process failed, and its error could not be read: {e}")
