@@ -357,26 +357,34 @@ def sweep(sz: Sizes, tmp: Path) -> list[Row]:
     return rows
 
 
-def lrexp_cli(tmp: Path, args: tuple[str, ...], cache: bool = True) -> Callable[[], object]:
+def lrexp_cli(
+    tmp: Path, args: tuple[str, ...], cache: bool = True, process: bool = True
+) -> Callable[[], object]:
     """``python -m lrexp.train <args>`` on the store in ``tmp``, launched from there.
 
     lrexp keeps JAX's compiled programs in ``$XDG_CACHE_HOME/lrexp/jax``, here under ``tmp``;
-    ``cache=False`` turns that off (``JAX_COMPILATION_CACHE_DIR=``).
+    ``cache=False`` turns that off (``JAX_COMPILATION_CACHE_DIR=``). ``process=False`` tracks in
+    the training process rather than from lrexp's tracking process (``LREXP_TRACKING_PROCESS=0``).
     """
     command = [sys.executable, "-m", "lrexp.train", *args, f"tracking.uri=sqlite:///{tmp}/m.db"]
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "cache")}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    env.pop("LREXP_TRACKING_PROCESS", None)
     if not cache:
         env["JAX_COMPILATION_CACHE_DIR"] = ""
+    if not process:
+        env["LREXP_TRACKING_PROCESS"] = "0"
     return lambda: subprocess.run(command, cwd=tmp, env=env, check=True, capture_output=True)
 
 
 @functools.cache
-def cli_time(tmp: Path, args: tuple[str, ...], sz: Sizes, cache: bool = True) -> Stat:
+def cli_time(
+    tmp: Path, args: tuple[str, ...], sz: Sizes, cache: bool = True, process: bool = True
+) -> Stat:
     """Wall time of a CLI run on an existing store (made once, with lrexp's JAX cache filled)."""
     if not (tmp / "m.db").exists():
         lrexp_cli(tmp, ())()  # creates the store and fills the cache
-    return repeat(lrexp_cli(tmp, args, cache), sz.slow, warmup=sz.warm)[0]
+    return repeat(lrexp_cli(tmp, args, cache, process), sz.slow, warmup=sz.warm)[0]
 
 
 # --- 5. the cost of tracking -------------------------------------------------------------------
@@ -454,6 +462,8 @@ def cold_start(sz: Sizes, tmp: Path) -> list[Row]:
     return [
         compare("6", "python -m lrexp.train, default run on an existing store",
                 cli_time(tmp, (), sz), name, base, 1.5),
+        compare("6", "… tracked in the training process (`LREXP_TRACKING_PROCESS=0`)",
+                cli_time(tmp, (), sz, process=False), name, base, None, "(for scale)"),
         compare("6", "… with tracking.enabled=false",
                 cli_time(tmp, ("tracking.enabled=false",), sz), name, base, None, "(for scale)"),
         compare("6", "… with JAX's compilation cache off (JAX_COMPILATION_CACHE_DIR=)",
@@ -550,7 +560,8 @@ NOTES = {
     "a new experiment in an existing store each time, minus tracking off; the parts are timed by "
     "wrapping lrexp's tracking functions during one more run.",
     "6": "subprocess wall times on an existing store, lrexp's JAX compilation cache filled by "
-    "an earlier run (the cache-off row sets `JAX_COMPILATION_CACHE_DIR=`).",
+    "an earlier run (the cache-off row sets `JAX_COMPILATION_CACHE_DIR=`). A tracked run logs "
+    "from lrexp's tracking process, started before JAX is imported (`lrexp.tracker`).",
     "7": "same data as 1; `SGDRegressor(penalty=None)`, one `partial_fit` epoch at a time until "
     "the train MSE is within 1% of the lstsq optimum (checks not timed); lrexp: the fewest steps "
     "that reach it, timed as a warm fit.",
