@@ -213,15 +213,17 @@ def check_stats(X: np.ndarray, y: np.ndarray, trained: np.ndarray) -> Row:
 
 
 # --- 2. mini-batch epochs ----------------------------------------------------------------------
-def epoch_loop(arrays, h: fit.Hyper, batch: int) -> tuple[Callable[[], object], fit.LoopSpec]:
+def epoch_loop(
+    arrays, h: fit.Hyper, batch: int, block: int = 1
+) -> tuple[Callable[[], object], fit.LoopSpec]:
     """The compiled loop alone: one epoch's compiled calls, as ``fit.chunked`` cuts the loop (a
-    call of ``spec.chunk`` epochs, or ``spec.split`` calls of one)."""
-    spec = fit.chunked(fit.LoopSpec("sgd", "constant", batch_size=batch, epochs=10**6),
-                       *arrays[0].shape)  # fmt: skip
-    train_d, test_d = fit.training_data(*arrays, spec=spec, dtype=jnp.float32)
+    call of ``spec.chunk`` epochs, or ``spec.split`` calls of one); rows shuffled in ``block``s."""
+    spec = fit.chunked(fit.LoopSpec("sgd", "constant", batch_size=batch, epochs=10**6,
+                                    block=block), *arrays[0].shape)  # fmt: skip
+    key = jax.random.key(0)
+    train_d, test_d = fit.training_data(*arrays, spec=spec, dtype=jnp.float32, key=key)
     state, _ = fit._begin_jit(jnp.zeros(arrays[0].shape[1] + 1, jnp.float32), train_d, test_d, h,
                               spec=spec)  # fmt: skip
-    key = jax.random.key(0)
 
     def epoch():
         s = state
@@ -232,20 +234,32 @@ def epoch_loop(arrays, h: fit.Hyper, batch: int) -> tuple[Callable[[], object], 
     return epoch, spec
 
 
+BLOCK = 64  # rows per block for the block-shuffled epoch
+
+
 def minibatch(sz: Sizes) -> list[Row]:
     arrays = regression_data(sz.n_mini, sz.m)
     n, h, e, batch = sz.n_mini, hyper("sgd", 1e-4), sz.mini_epochs, 1024
     epoch, spec = epoch_loop(arrays, h, batch)
-    (ours, first), (x_pass, _), (whole, _) = race(
+    in_blocks, block_spec = epoch_loop(arrays, h, batch, block=BLOCK)
+    (ours, first), (x_pass, _), (whole, _), (blocks, _) = race(
         sz.slow, epoch, one_pass(arrays[0]),
-        lambda: run_fit(arrays, "sgd", h, e, stats=False, batch=batch),
+        lambda: run_fit(arrays, "sgd", h, e, stats=False, batch=batch), in_blocks,
     )  # fmt: skip
-    ours = Stat(*(t / spec.chunk for t in (ours.median, ours.lo, ours.hi)))  # chunk epochs a call
-    cut = (
-        f"{spec.split} compiled calls" if spec.split > 1 else f"{spec.chunk} epochs a compiled call"
-    )
-    what = f"one epoch: n={n:.0e}, M={sz.m}, batch {batch}, shuffled ({cut})"
+
+    def per_epoch(t: Stat, s: fit.LoopSpec) -> Stat:
+        return Stat(*(v / s.chunk for v in (t.median, t.lo, t.hi)))  # chunk epochs a call
+
+    def cut(s: fit.LoopSpec) -> str:
+        return f"{s.split} compiled calls" if s.split > 1 else f"{s.chunk} epochs a call"
+
+    ours = per_epoch(ours, spec)
+    what = f"one epoch: n={n:.0e}, M={sz.m}, batch {batch}, shuffled row by row ({cut(spec)})"
     rows = [compare("2", what, ours, "one pass over X", x_pass, 6)]
+    what = (
+        f"… shuffled in blocks of {BLOCK} rows (`train.shuffle_block={BLOCK}`, {cut(block_spec)})"
+    )
+    rows.append(compare("2", what, per_epoch(blocks, block_spec), "one pass over X", x_pass, 6))
     per_epoch = Stat(*(t / e for t in (whole.median, whole.lo, whole.hi)))
     rows.append(info("2", f"`fit.fit` of {e} epochs / {e} (setup included)", per_epoch.median))
     Xd = jnp.asarray(arrays[0])
@@ -253,7 +267,9 @@ def minibatch(sz: Sizes) -> list[Row]:
     shuffle = jax.jit(data.epoch_batches, static_argnums=(1, 2))
     perm = shuffle(jax.random.key(0), n, n)[0][0]
     gather = jax.jit(lambda X, i: X[i])
-    train_d, test_d = fit.training_data(*arrays, spec=spec, dtype=jnp.float32)
+    train_d, test_d = fit.training_data(
+        *arrays, spec=spec, dtype=jnp.float32, key=jax.random.key(0)
+    )
     evaluate, theta = jax.jit(fit._evaluate), jnp.zeros(sz.m + 1, jnp.float32)
     (t_setup, _), (t_shuffle, _), (t_gather, _), (t_eval, _) = race(
         sz.slow, setup,

@@ -129,6 +129,12 @@ CASES = {
     "steps-with-mini-batches": Case(
         ["train.steps=5"], "train.steps", "5", "applies to full-batch training only"
     ),
+    "shuffle-block-not-dividing-the-batch": Case(
+        ["train.shuffle_block=3"], "train.shuffle_block", "3", "must divide train.batch_size (10)"
+    ),
+    "shuffle-block-zero": Case(
+        ["train.shuffle_block=0"], "train.shuffle_block", "0", "must be an integer >= 1"
+    ),
     "batch-zero": Case(
         ["train.batch_size=0"],
         "train.batch_size",

@@ -385,3 +385,15 @@ def test_loss_on_columns_runs_without_implicit_rank_promotion():
         )
     _close(value, np.sum((_aug(X) @ theta - y) ** 2), rtol=1e-12)
     _close(grad, 2.0 * _aug(X).T @ (_aug(X) @ theta - y), rtol=1e-10)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tsse_of_blocks_and_its_grad_equal_the_analytic_tsse_and_gradient(seed):
+    X, y, theta = _problem(seed, n=40, m=3)
+    rows = np.column_stack([np.ones(40), X, y])  # z_i = [1, x_i, y_i]
+    padded = np.vstack([rows, np.zeros((8, 5))])  # two blocks' worth of zero rows add nothing
+    Z = padded.reshape(6, 8, 5).transpose(0, 2, 1)  # 6 blocks of 8 rows, feature-major
+    r = _aug(X) @ theta - y
+    value, grad = jax.jit(jax.value_and_grad(model.tsse_blocks))(jnp.asarray(theta), jnp.asarray(Z))
+    np.testing.assert_allclose(value, r @ r, rtol=1e-12)
+    np.testing.assert_allclose(grad, 2 * _aug(X).T @ r, rtol=1e-12)

@@ -130,6 +130,7 @@ class TrainConfig:
     dtype: str = MISSING
     seed: int = MISSING
     sufficient_stats: bool = True
+    shuffle_block: int = 1
 
 
 @dataclass
@@ -249,6 +250,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v is None or (isinstance(v, int) and v >= 1),
         "must be null (use train.epochs) or an integer >= 1",
     ),
+    "shuffle_block": _rule(
+        lambda v: isinstance(v, int) and v >= 1,
+        "must be an integer >= 1 (1: rows shuffled one by one)",
+    ),
     "tol": _rule(
         lambda v: v is None or (_finite(v) and v >= 0), "must be null (off) or a finite number >= 0"
     ),
@@ -323,6 +328,16 @@ def validate(cfg: Config, base_dir: str | Path = ".") -> None:
                 data.features,
                 f"must not contain the target column {data.target!r}",
             )
+    if train.shuffle_block > 1 and (
+        train.batch_size is None or train.batch_size % train.shuffle_block
+    ):
+        raise ConfigError(
+            "train.shuffle_block",
+            train.shuffle_block,
+            "must divide train.batch_size "
+            f"({'null: full batch' if train.batch_size is None else train.batch_size}), "
+            "or be 1",
+        )
     if train.steps is not None and train.batch_size is not None:
         raise ConfigError(
             "train.steps",

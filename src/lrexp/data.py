@@ -282,6 +282,14 @@ def batch_rows(
     return jnp.where(mask, rows, 0), mask
 
 
+def batch_blocks(
+    round_keys: jax.Array, n_blocks: int, blocks_per_batch: int, batch: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Block indices of mini-batch ``batch`` of an epoch over blocks of rows, and their 0/1 mask:
+    :func:`batch_rows` with blocks for rows (the epoch visits every block once)."""
+    return batch_rows(round_keys, n_blocks, blocks_per_batch, batch)
+
+
 def epoch_batches(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
     """All of one epoch's mini-batches as (batches, batch_size) row indices, and their mask."""
     n_batches = -(-n // batch_size)

@@ -44,6 +44,7 @@ class LoopSpec:
     chunk: int = 1  # epochs per compiled call
     stats: bool = False  # full batch from sufficient statistics rather than from the rows
     split: int = 1  # compiled calls per epoch, for mini-batch epochs too long for one (chunk 1)
+    block: int = 1  # mini-batches: rows shuffled as blocks of this many (1: row by row)
 
     def steps_per_epoch(self, n_train: int) -> int:
         return 1 if self.batch_size is None else -(-n_train // self.batch_size)
@@ -104,6 +105,22 @@ class BatchRows(NamedTuple):
     stats: model.Stats  # float64: train TSSE and gradient in O(M²) instead of passes over Z
 
 
+class BatchBlocks(NamedTuple):
+    """Training data for mini-batches drawn as blocks of rows (``LoopSpec.block`` > 1).
+
+    The rows are put in a pseudo-random order once, padded to whole blocks with rows of zeros,
+    and stored block by block, feature-major within a block: a batch is a few contiguous blocks,
+    which this CPU fetches several times faster than as many rows scattered over X. A last block
+    of zeros stands in for the positions past the epoch's end.
+    """
+
+    Zb: jax.Array  # (n_blocks + 1, M+2, block): per row 1, x, y; zeros for padding
+    stats: model.Stats  # float64: train TSSE and gradient in O(M²) instead of passes over Zb
+
+
+LAYOUT = 2**32 - 1  # the blocks' row order comes from fold_in(key, LAYOUT); epochs use 0, 1, …
+
+
 def make_hyper(
     optimizer: Mapping[str, float], schedule: Mapping[str, float], tol: float | None, dtype: Any
 ) -> Hyper:
@@ -130,7 +147,7 @@ def _transform(spec: LoopSpec, hyper: Hyper, n_train: int):
 def _evaluate(theta, train, test: model.Rows | model.Stats, *, with_grad: bool = False):
     """Full train TSSE and gradient norm, train and test MSE at θ̃, in θ̃'s dtype (and, with
     ``with_grad``, the train gradient, for the next full-batch step to reuse)."""
-    if isinstance(train, BatchRows):
+    if isinstance(train, BatchRows | BatchBlocks):
         train = train.stats
     loss, grad = jax.value_and_grad(model.loss)(theta, train)
     test_mse = model.loss(theta, test) / model.n_rows(test)
@@ -139,10 +156,13 @@ def _evaluate(theta, train, test: model.Rows | model.Stats, *, with_grad: bool =
     return (values, grad) if with_grad else values
 
 
-def _n_static(train: model.Rows | model.Stats | BatchRows) -> int:
-    """Rows per epoch, where the loop's shape depends on it (mini-batches need rows)."""
+def _n_static(train: model.Rows | model.Stats | BatchRows | BatchBlocks) -> int:
+    """Rows per epoch, where the loop's shape depends on it (mini-batches need rows). Padding
+    blocks to whole blocks adds no step while the block divides the batch size."""
     if isinstance(train, BatchRows):
         return train.Z.shape[0]
+    if isinstance(train, BatchBlocks):
+        return (train.Zb.shape[0] - 1) * train.Zb.shape[2]
     return train.X.shape[0] if isinstance(train, model.Rows) else 1
 
 
@@ -206,12 +226,21 @@ def run_chunk(
         overrun = length * spec.split > spe  # the epoch's last part runs past its end
         order = data_mod.shuffle_key(jax.random.fold_in(key, s.epoch))
 
-        def step(carry, _):
-            theta, opt_state, diverged, steps, b = carry
+        def gradient(theta, b):
+            if isinstance(train, BatchBlocks):
+                ids, mask = data_mod.batch_blocks(
+                    order, train.Zb.shape[0] - 1, spec.batch_size // spec.block, b
+                )
+                ids = jnp.where(mask, ids, train.Zb.shape[0] - 1)  # past the end: the zero block
+                return jax.grad(model.tsse_blocks)(theta, train.Zb[ids])
             idx, mask = data_mod.batch_rows(order, n, spec.batch_size, b)
             rows = train.Z[idx]
             X, y, w = rows[:, :-1], rows[:, -1], mask.astype(rows.dtype)
-            grad = jax.grad(model.tsse)(theta, X, y, w)
+            return jax.grad(model.tsse)(theta, X, y, w)
+
+        def step(carry, _):
+            theta, opt_state, diverged, steps, b = carry
+            grad = gradient(theta, b)
             updates, new_opt_state = tx.update(grad, opt_state, theta)
             new_theta = optax.apply_updates(theta, updates)
             live = b < spe if overrun else True  # past the end: no step
@@ -285,13 +314,23 @@ def chunked(spec: LoopSpec, n_train: int, n_features: int, target_s: float = CHU
     return replace(spec, chunk=max(1, min(spec.epochs, math.floor(target_s / epoch_s))), split=1)
 
 
-def training_data(X, y, X_test, y_test, *, spec: LoopSpec, dtype: Any, stacked: bool = False):
+def training_data(
+    X, y, X_test, y_test, *, spec: LoopSpec, dtype: Any, stacked: bool = False, key=None
+):
     """The train and test data as the loop takes them: float64 statistics for full batches from
     statistics, feature-major :class:`model.Columns` (test: rows) in ``dtype`` for full batches
-    from rows, :class:`BatchRows` (and the test statistics) for mini-batches."""
+    from rows, :class:`BatchRows` (and the test statistics) for mini-batches, or
+    :class:`BatchBlocks` for mini-batches of blocks (their rows ordered by ``key``)."""
     if spec.stats:
         stats = jax.vmap(_stats) if stacked else _stats_jit
         return stats(X, y), stats(X_test, y_test)
+    if spec.batch_size is not None and spec.block > 1:
+        if stacked:
+            layout_key = jax.vmap(jax.random.fold_in, in_axes=(0, None))(key, LAYOUT)
+            prepare = jax.vmap(_blocks_jit, in_axes=(0, 0, 0, 0, 0, None, None))
+            return prepare(X, y, X_test, y_test, layout_key, jnp.dtype(dtype), spec.block)
+        layout_key = jax.random.fold_in(key, LAYOUT)
+        return _blocks_jit(X, y, X_test, y_test, layout_key, jnp.dtype(dtype), spec.block)
     if spec.batch_size is not None:
         prepare = jax.vmap(_batch_data, in_axes=(0, 0, 0, 0, None)) if stacked else _batch_jit
         return prepare(X, y, X_test, y_test, jnp.dtype(dtype))
@@ -319,8 +358,21 @@ def _batch_data(X, y, X_test, y_test, dtype):
     return BatchRows(Z, _stats(X, y)), _stats(X_test, y_test)
 
 
+def _block_data(X, y, X_test, y_test, key, dtype, block: int):
+    """:class:`BatchBlocks`: rows [1, x, y] in the order of a keyed bijection, padded with zeros
+    to whole blocks and one more block, stored (n_blocks + 1, M+2, block)."""
+    n = X.shape[0]
+    n_blocks = -(-n // block)
+    order = data_mod.shuffled_rows(data_mod.shuffle_key(key), n, jnp.arange(n, dtype=jnp.int32))
+    Z = jnp.concatenate([jnp.ones_like(y)[:, None], X, y[:, None]], axis=1).astype(dtype)[order]
+    Z = jnp.pad(Z, ((0, (n_blocks + 1) * block - n), (0, 0)))
+    Zb = Z.reshape(n_blocks + 1, block, Z.shape[1]).transpose(0, 2, 1)
+    return BatchBlocks(Zb, _stats(X, y)), _stats(X_test, y_test)
+
+
 _stats_jit = jax.jit(_stats)
 _batch_jit = jax.jit(_batch_data, static_argnums=4)
+_blocks_jit = jax.jit(_block_data, static_argnums=(5, 6))
 
 
 def _result(state: State, rows: list[tuple[History, Any]], member: int | None = None) -> FitResult:
@@ -370,7 +422,7 @@ def fit(
     display, with the history rows of the epochs that chunk completed; a chunk inside a long epoch
     passes the last completed epoch's row again. It never runs inside the compiled loop.
     """
-    train, test = training_data(X, y, X_test, y_test, spec=spec, dtype=dtype)
+    train, test = training_data(X, y, X_test, y_test, spec=spec, dtype=dtype, key=key)
     theta = jnp.zeros(np.shape(X)[-1] + 1, dtype)
     state, row0 = _begin_jit(theta, train, test, hyper, spec=spec)
     rows = [(row0, np.ones(1, bool))]
@@ -425,9 +477,11 @@ def fit_batch(
     """
     hyper = jax.tree.map(lambda *v: jnp.stack(v), *hypers)
     key = jnp.stack(keys)
+    # Members that share the data share its blocks' row order (the first member's key).
     train, test = training_data(
-        X, y, X_test, y_test, spec=spec, dtype=dtype, stacked=not shared_data
-    )
+        X, y, X_test, y_test, spec=spec, dtype=dtype, stacked=not shared_data,
+        key=key if not shared_data else key[0],
+    )  # fmt: skip
     begin, chunk_fn = _batched(spec, None if shared_data else 0)
     theta = jnp.zeros((len(hypers), np.shape(X)[-1] + 1), dtype)
     state, row0 = begin(theta, train, test, hyper)

@@ -96,6 +96,7 @@ def loop_spec(cfg: Config, n_train: int, n_features: int = 1) -> fit.LoopSpec:
         batch_size=batch_size,
         epochs=epochs,
         stats=batch_size is None and cfg.train.sufficient_stats,
+        block=cfg.train.shuffle_block if batch_size is not None else 1,
     )
     return fit.chunked(spec, n_train, n_features)  # compiled calls of a fraction of a second
 

@@ -1,0 +1,140 @@
+"""Mini-batches of blocks of rows (``train.shuffle_block``): the same SGD as row by row, on batches
+made of whole blocks of a once-shuffled layout, whose order is reshuffled every epoch.
+
+The oracle is NumPy: the batches rebuilt from ``data``'s index functions, and momentum SGD on them
+in float64, step by step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import typed_config
+
+from lrexp import config, data, fit
+from lrexp.config import ConfigError
+
+N, N_TRAIN = 400, 320
+WEIGHTS = [2.0, -1.5, 3.0, -0.5, 0.3]
+MOMENTUM = {"lr": 0.002, "momentum": 0.9}
+
+
+@pytest.fixture(scope="module")
+def split():
+    ds = data.make_linear(jax.random.key(0), n=N, bias=3.0, weights=WEIGHTS, noise=0.1)
+    st = data.Standardizer.fit(ds.X[:N_TRAIN], ds.feature_names)
+    X, X_test = st.apply(ds.X[:N_TRAIN]), st.apply(ds.X[N_TRAIN:])
+    return X, ds.y[:N_TRAIN], X_test, ds.y[N_TRAIN:]
+
+
+def spec(batch: int, block: int, epochs: int = 3) -> fit.LoopSpec:
+    return fit.LoopSpec("momentum", "constant", batch_size=batch, epochs=epochs, block=block)
+
+
+def fit_blocks(split, s: fit.LoopSpec, key=0, floats=MOMENTUM, dtype=jnp.float64):
+    hyper = fit.make_hyper(floats, {}, None, dtype)
+    return fit.fit(*split, spec=s, hyper=hyper, key=jax.random.key(key), dtype=dtype)
+
+
+def numpy_batches(n: int, batch: int, block: int, key, epochs: int) -> list[list[np.ndarray]]:
+    """Each epoch's batches as arrays of row indices, rebuilt from ``data``'s functions."""
+    layout = np.asarray(
+        data.shuffled_rows(
+            data.shuffle_key(jax.random.fold_in(key, fit.LAYOUT)), n, jnp.arange(n, dtype=jnp.int32)
+        )
+    )
+    n_blocks = -(-n // block)
+    slots = np.full(n_blocks * block, -1)
+    slots[:n] = layout  # position i of the layout holds row layout[i]; -1: padding
+    steps = -(-n // batch)
+    out = []
+    for e in range(epochs):
+        order = data.shuffle_key(jax.random.fold_in(key, e))
+        epoch = []
+        for b in range(steps):
+            ids, mask = data.batch_blocks(order, n_blocks, batch // block, jnp.asarray(b))
+            rows = np.concatenate(
+                [slots[i * block : (i + 1) * block] for i, m in zip(ids, mask, strict=True) if m]
+            )
+            epoch.append(rows[rows >= 0])
+        out.append(epoch)
+    return out
+
+
+@pytest.mark.parametrize(("batch", "block"), [(16, 8), (24, 12), (20, 4)])
+def test_block_shuffled_momentum_sgd_is_numpy_sgd_on_the_same_batches(split, batch, block):
+    X, y, *_ = split
+    result = fit_blocks(split, spec(batch, block))
+    key = jax.random.key(0)
+    theta, trace = np.zeros(X.shape[1] + 1), np.zeros(X.shape[1] + 1)
+    design = np.column_stack([np.ones(len(X)), X])
+    for epoch in numpy_batches(len(X), batch, block, key, 3):
+        assert np.array_equal(np.sort(np.concatenate(epoch)), np.arange(len(X)))  # each row once
+        for rows in epoch:
+            A = design[rows]
+            grad = 2 * A.T @ (A @ theta - y[rows])
+            trace = grad + MOMENTUM["momentum"] * trace  # optax.sgd(momentum): a trace of g
+            theta = theta - MOMENTUM["lr"] * trace
+    assert result.steps == 3 * -(-len(X) // batch)
+    np.testing.assert_allclose(result.theta, theta, rtol=1e-10, atol=1e-12)
+
+
+def test_a_batch_is_whole_blocks_of_the_layout_and_their_order_changes_every_epoch(split):
+    n, batch, block = N_TRAIN, 16, 8
+    epochs = numpy_batches(n, batch, block, jax.random.key(0), 3)
+    first = [frozenset(r) for r in epochs[0]]
+    # every batch is two blocks of 8; the same 40 blocks every epoch, paired and ordered anew
+    blocks = {frozenset(r[:block]) for e in epochs for r in e} | {
+        frozenset(r[block:]) for e in epochs for r in e
+    }
+    assert len(blocks) == n // block
+    assert [frozenset(r) for r in epochs[1]] != first
+    assert {frozenset(r) for r in epochs[1]} != set(first)
+
+
+def test_block_shuffled_sgd_reaches_the_least_squares_optimum(split):
+    X, y, *_ = split
+    cosine = replace(spec(20, 4, epochs=60), schedule="cosine",
+                     schedule_static=(("decay_steps", None),))  # fmt: skip
+    hyper = fit.make_hyper(MOMENTUM, {"alpha": 0.0}, None, jnp.float64)
+    result = fit.fit(*split, spec=cosine, hyper=hyper, key=jax.random.key(1), dtype=jnp.float64)
+    star, *_ = np.linalg.lstsq(np.column_stack([np.ones(len(X)), X]), y, rcond=None)
+    np.testing.assert_allclose(result.theta, star, rtol=1e-3, atol=1e-3)
+
+
+def test_split_epochs_of_blocks_train_exactly_as_whole_epochs(split):
+    whole = fit_blocks(split, spec(24, 12))
+    parts = fit_blocks(split, replace(spec(24, 12), split=4))
+    np.testing.assert_allclose(parts.theta, whole.theta, rtol=1e-12)
+    np.testing.assert_allclose(parts.history.train_mse, whole.history.train_mse, rtol=1e-12)
+
+
+def test_batched_members_with_one_key_match_their_single_fits_in_blocks(split):
+    s = spec(16, 8)
+    hypers = [fit.make_hyper({"lr": lr, "momentum": 0.9}, {}, None, jnp.float64)
+              for lr in (0.001, 0.002)]  # fmt: skip
+    keys = [jax.random.key(3)] * 2  # a sweep shares data only between members of one seed
+    batched = fit.fit_batch(*split, spec=s, hypers=hypers, keys=keys, dtype=jnp.float64)
+    for b, h in zip(batched, hypers, strict=True):
+        one = fit.fit(*split, spec=s, hyper=h, key=keys[0], dtype=jnp.float64)
+        np.testing.assert_allclose(b.theta, one.theta, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "allowed"),
+    [
+        (["train.shuffle_block=3"], "must divide train.batch_size (10)"),
+        (["train.batch_size=null", "train.shuffle_block=2"], "must divide train.batch_size (null"),
+        (["train.shuffle_block=0"], "must be an integer >= 1"),
+    ],
+)
+def test_a_block_that_does_not_divide_the_batch_is_refused_naming_the_key(
+    overrides, allowed, tmp_path
+):
+    with pytest.raises(ConfigError, match=r"train\.shuffle_block") as e:
+        config.validate(typed_config(*overrides), tmp_path)
+    assert allowed in str(e.value)
