@@ -35,7 +35,9 @@ def multirun(
         f"tracking.uri={uri}",
         f"tracking.experiment={experiment}",
     ]
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    # Below joblib's 300 s idle timeout for its workers: a sweep whose command returns before
+    # they have ended (they hold its output open) fails here rather than taking 5 minutes.
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 

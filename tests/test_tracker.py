@@ -150,7 +150,13 @@ def test_a_run_of_a_killed_training_process_is_ended_killed_by_the_tracking_proc
 
 @pytest.mark.parametrize(
     "argv",
-    [["-m", "train.seed=0,1"], ["--cfg", "job"], ["--help"], ["tracking.enabled=false"]],
+    [
+        ["-m", "train.seed=0,1"],
+        ["hydra.mode=MULTIRUN", "train.seed=0,1"],
+        ["--cfg", "job"],
+        ["--help"],
+        ["tracking.enabled=false"],
+    ],
 )
 def test_the_cli_starts_no_tracking_process_where_no_run_is_tracked(argv):
     assert tracker.start_for(argv) is None

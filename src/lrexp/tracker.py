@@ -55,8 +55,9 @@ class Tracker:
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair()
-        self._proc = subprocess.Popen(
-            [sys.executable, "-c", f"from lrexp.tracker import serve; serve({theirs.fileno()})"],
+        serve_code = f"from lrexp.tracker import serve; serve({theirs.fileno()})"
+        self._proc = subprocess.Popen(  # given this process's argv: MLflow records it as source
+            [sys.executable, "-c", serve_code, *sys.argv],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
         )
@@ -178,11 +179,18 @@ def start() -> Tracker:
     return _current
 
 
+def single_run(argv: list[str]) -> bool:
+    """Whether a CLI call with these arguments trains one run (no multirun, help or config dump)."""
+    options = {a.split("=", 1)[0] for a in argv if a.startswith("-")}
+    return not options & (NO_RUN | MULTIRUN) and "hydra.mode=MULTIRUN" not in {
+        a.replace(" ", "") for a in argv
+    }
+
+
 def start_for(argv: list[str]) -> Tracker | None:
     """Start the tracking process for a CLI call that trains and tracks one run
     (``LREXP_TRACKING_PROCESS=0`` tracks in the training process instead)."""
-    options = {a.split("=", 1)[0] for a in argv if a.startswith("-")}
-    if options & (NO_RUN | MULTIRUN) or "tracking.enabled=false" in argv:
+    if not single_run(argv) or "tracking.enabled=false" in {a.replace(" ", "") for a in argv}:
         return None
     if os.environ.get("LREXP_TRACKING_PROCESS", "1") == "0":
         return None
@@ -210,6 +218,7 @@ def process() -> Iterator[Tracker]:
 # --- the tracking process ---
 def serve(fd: int) -> None:
     """Run the tracking process: carry out the requests arriving on ``fd`` until it closes."""
+    sys.argv = sys.argv[1:]  # the training process's: the run's source (mlflow.source.name)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the training process decides how runs end
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for noisy in ("mlflow.store.db.utils", "alembic", "mlflow.pyfunc", "mlflow.models"):

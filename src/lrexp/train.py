@@ -456,10 +456,11 @@ def cli() -> None:
 
 
 def exit_now(code: int | str | None) -> None:
-    """Exit as ``sys.exit(code)`` would, without the interpreter's teardown.
+    """Exit a single run as ``sys.exit(code)`` would, without the interpreter's teardown.
 
     Everything is stored by now; tearing down JAX's and Hydra's modules object by object would
-    take another 0.5 s of every run. Output and log files are flushed first.
+    take another 0.5 s of every run. Output and log files are flushed first. (Not after a
+    multirun: its launcher's worker processes end at the interpreter's exit.)
     """
     if code is not None and not isinstance(code, int):
         print(code, file=sys.stderr)
@@ -474,5 +475,9 @@ if __name__ == "__main__":
     try:
         cli()
     except SystemExit as e:
-        exit_now(e.code)
-    exit_now(0)
+        code = e.code
+    else:
+        code = 0
+    if not tracker.single_run(sys.argv[1:]):
+        sys.exit(code)  # a multirun's launchers (joblib's workers, submitit) shut down at exit
+    exit_now(code)
