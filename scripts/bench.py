@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrexp import config, data, fit, model, train
+from lrexp import config, data, fit, layouts, model, train
 
 SKIP = "skipped: pip install '.[bench]'"
 
@@ -150,7 +150,7 @@ def one_pass(X: np.ndarray) -> Callable[[], object]:
 def steps_only(arrays, optimizer: str, h: fit.Hyper, steps: int) -> Callable[[], object]:
     """The compiled loop alone: ``steps`` full-batch steps on ready statistics, one chunk."""
     spec = fit.LoopSpec(optimizer, "constant", epochs=steps, chunk=steps, stats=True)
-    train_s, test_s = fit.training_data(*arrays, spec=spec, dtype=jnp.float32)
+    train_s, test_s = layouts.training_data(*arrays, spec=spec, dtype=jnp.float32)
     theta = jnp.zeros(arrays[0].shape[1] + 1, jnp.float32)
     state, _ = fit._begin_jit(theta, train_s, test_s, h, spec=spec)
     key = jax.random.key(0)
@@ -162,7 +162,7 @@ def full_batch(sz: Sizes) -> list[Row]:
     arrays = regression_data(sz.n, sz.m)
     X, y = arrays[:2]
     gd, adam = hyper("sgd", 0.5 / sz.n), hyper("adam", 0.05)  # GD: stable below 1/λmax ≈ 1/n
-    stats = fit._stats_jit  # the blocked float64 pass training uses
+    stats = layouts._stats_jit  # the blocked float64 pass training uses
     (base, _), (t_stats, _), (t_gd, c_gd), (t_adam, c_adam), (s_gd, _), (s_adam, _) = race(
         sz.repeats,
         lambda: normal_equations(X, y),
@@ -198,7 +198,7 @@ def full_batch(sz: Sizes) -> list[Row]:
 
 def check_stats(X: np.ndarray, y: np.ndarray, trained: np.ndarray) -> Row:
     """TSSE and gradient from the statistics against a direct float64 pass over the rows."""
-    stats = fit._stats_jit(X, y)  # as training computes them
+    stats = layouts._stats_jit(X, y)  # as training computes them
     X64, y64 = X.astype(np.float64), y.astype(np.float64)
     worst, rng = 0.0, np.random.default_rng(1)
     for theta in (np.zeros(X.shape[1] + 1), rng.standard_normal(X.shape[1] + 1), trained):
@@ -221,7 +221,7 @@ def epoch_loop(
     spec = fit.chunked(fit.LoopSpec("sgd", "constant", batch_size=batch, epochs=10**6,
                                     block=block), *arrays[0].shape)  # fmt: skip
     key = jax.random.key(0)
-    train_d, test_d = fit.training_data(*arrays, spec=spec, dtype=jnp.float32, key=key)
+    train_d, test_d = layouts.training_data(*arrays, spec=spec, dtype=jnp.float32, key=key)
     state, _ = fit._begin_jit(jnp.zeros(arrays[0].shape[1] + 1, jnp.float32), train_d, test_d, h,
                               spec=spec)  # fmt: skip
 
@@ -260,14 +260,17 @@ def minibatch(sz: Sizes) -> list[Row]:
         f"… shuffled in blocks of {BLOCK} rows (`train.shuffle_block={BLOCK}`, {cut(block_spec)})"
     )
     rows.append(compare("2", what, per_epoch(blocks, block_spec), "one pass over X", x_pass, 6))
-    per_epoch = Stat(*(t / e for t in (whole.median, whole.lo, whole.hi)))
-    rows.append(info("2", f"`fit.fit` of {e} epochs / {e} (setup included)", per_epoch.median))
+    fit_epoch = Stat(*(t / e for t in (whole.median, whole.lo, whole.hi)))
+    rows.append(info("2", f"`fit.fit` of {e} epochs / {e} (setup included)", fit_epoch.median))
     Xd = jnp.asarray(arrays[0])
-    setup = lambda: jax.block_until_ready(fit.training_data(*arrays, spec=spec, dtype=jnp.float32))  # noqa: E731
+
+    def setup():
+        return jax.block_until_ready(layouts.training_data(*arrays, spec=spec, dtype=jnp.float32))
+
     shuffle = jax.jit(data.epoch_batches, static_argnums=(1, 2))
     perm = shuffle(jax.random.key(0), n, n)[0][0]
     gather = jax.jit(lambda X, i: X[i])
-    train_d, test_d = fit.training_data(
+    train_d, test_d = layouts.training_data(
         *arrays, spec=spec, dtype=jnp.float32, key=jax.random.key(0)
     )
     evaluate, theta = jax.jit(fit._evaluate), jnp.zeros(sz.m + 1, jnp.float32)

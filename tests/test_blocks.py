@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import typed_config
 
-from lrexp import config, data, fit
+from lrexp import config, data, fit, layouts
 from lrexp.config import ConfigError
 
 N, N_TRAIN = 400, 320
@@ -44,7 +44,9 @@ def numpy_batches(n: int, batch: int, block: int, key, epochs: int) -> list[list
     """Each epoch's batches as arrays of row indices, rebuilt from ``data``'s functions."""
     layout = np.asarray(
         data.shuffled_rows(
-            data.shuffle_key(jax.random.fold_in(key, fit.LAYOUT)), n, jnp.arange(n, dtype=jnp.int32)
+            data.shuffle_key(jax.random.fold_in(key, layouts.LAYOUT)),
+            n,
+            jnp.arange(n, dtype=jnp.int32),
         )
     )
     n_blocks = -(-n // block)
