@@ -20,6 +20,7 @@ import logging
 import os
 import pkgutil
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -487,7 +488,43 @@ def cold_start(sz: Sizes, tmp: Path) -> list[Row]:
                 cli_time(tmp, ("tracking.enabled=false",), sz), name, base, None, "(for scale)"),
         compare("6", "… with JAX's compilation cache off (JAX_COMPILATION_CACHE_DIR=)",
                 cli_time(tmp, (), sz, cache=False), name, base, None, "(for scale)"),
+        *signal_latency(sz, tmp),
     ]  # fmt: skip
+
+
+# A CLI run whose one epoch takes seconds: 1.6e6 training rows at batch 2.
+LONG_EPOCH = ("data.n=2000000", "data.weights=[2.0]", "train.batch_size=2", "train.epochs=3",
+              "optimizer=adamw", "train.dtype=float64", "tracking.log_model=false")  # fmt: skip
+
+
+def signal_latency(sz: Sizes, tmp: Path) -> list[Row]:
+    """Seconds from a SIGTERM inside a long epoch to the run's end time in the store (KILLED)."""
+    from mlflow.tracking import MlflowClient
+
+    what = "SIGTERM inside a long epoch → the run recorded KILLED (seconds after the signal)"
+    if sz.slow < 3:  # seconds of training per try: full mode only
+        return [Row("6", what, ratio="full mode only")]
+    uri = f"sqlite:///{tmp}/signals.db"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_CACHE_HOME": str(tmp / "cache")}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    delays = []
+    for i in range(sz.slow):
+        exp = f"signal-{i}"
+        command = [sys.executable, "-m", "lrexp.train", *LONG_EPOCH, f"tracking.uri={uri}",
+                   f"tracking.experiment={exp}"]  # fmt: skip
+        proc = subprocess.Popen(command, cwd=tmp, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        for line in proc.stderr:  # progress lines start 2 s into training: inside epoch 1
+            if "train MSE" in line:
+                break
+        sent = time.time()  # wall clock: compared with the run's end time in the store
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        client = MlflowClient(uri)
+        (run,) = client.search_runs([client.get_experiment_by_name(exp).experiment_id])
+        assert run.info.status == "KILLED", run.info.status
+        delays.append(run.info.end_time / 1000 - sent)
+    return [Row("6", what, Stat.of(delays))]
 
 
 # --- 7. against scikit-learn -------------------------------------------------------------------

@@ -120,21 +120,20 @@ LONG_EPOCH = [
 ]
 
 
-def test_sigterm_in_the_middle_of_a_long_epoch_is_honoured_within_a_second(tmp_path):
+def test_sigterm_in_the_middle_of_a_long_epoch_stops_the_run_inside_that_epoch(tmp_path):
+    """How soon the run is recorded KILLED is measured by ``scripts/bench.py`` (section 6)."""
     uri, exp = f"sqlite:///{tmp_path / 'mlflow.db'}", "long-epoch"
     proc = start(tmp_path, uri, exp, *LONG_EPOCH)
     wait_for_training(proc)  # the first progress line comes 2 s into training: inside epoch 1
-    sent = time.time()  # wall clock: compared with the run's end time in the store
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     # The loop stops at the end of the compiled call in flight (~0.1 s), then the run is recorded
-    # KILLED with its partial curve. Finishing the epoch would take seconds more.
+    # KILLED with its partial curve; it does not finish the epoch first.
     run = only_run(uri, exp)
     assert run.info.status == "KILLED", run.data.tags.get("lrexp.failure_reason")
     assert run.data.tags["lrexp.failure_reason"].startswith("terminated (SIGTERM)")
     curve = MlflowClient(uri).get_metric_history(run.info.run_id, "train_mse")
     assert [m.step for m in curve] == [0]  # stopped inside epoch 1: only the starting point
-    assert run.info.end_time / 1000 - sent < 3.0  # measured: 0.6–0.9 s alone, more under load
 
 
 def test_sigkill_leaves_a_run_that_reap_marks_killed_while_a_live_run_is_spared(tmp_path):
