@@ -33,7 +33,7 @@ def _tracking() -> Any:
     return tracker.current() or importlib.import_module("lrexp.tracking")
 
 
-def resolved(run_id: str) -> str:
+def resolve_run_id(run_id: str) -> str:
     """The id of the run that :func:`start` yielded: a tracking process makes the run while
     this process trains, and yields a stand-in for its id until then."""
     t = tracker.current()

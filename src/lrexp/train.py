@@ -277,7 +277,7 @@ def run(
                 record.log_partial(p, run_id, e.partial_fits)
             raise
         if run_id is not None:
-            run_id = record.resolved(run_id)
+            run_id = record.resolve_run_id(run_id)
         outcome = conclude(p, fits, run_id)
         if run_id is not None:
             record.log_outputs(p, outcome, sweep)
