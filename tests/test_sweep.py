@@ -195,6 +195,37 @@ def test_failing_job_is_failed_with_its_reason_and_the_sweep_goes_on(tmp_path):
     assert "FAILED job 1: optimizer.lr=-1" in proc.stdout
 
 
+@pytest.mark.parametrize("process", ["1", "0"], ids=["tracking-processes", "in-process"])
+def test_vmap_sweep_records_good_bad_and_diverged_jobs_each_as_its_own_child(
+    tmp_path, monkeypatch, process
+):
+    """With the batched launcher the CLI logs the children from two tracking processes, side by
+    side (``LREXP_TRACKING_PROCESS=0``: from the launching process): the record is the same."""
+    monkeypatch.setenv("LREXP_TRACKING_PROCESS", process)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    lrs = ["0.01", "-1", "1000000.0", "0.003", "0.02"]
+    proc = multirun(tmp_path, uri, "mixed", "hydra/launcher=vmap", f"optimizer.lr={','.join(lrs)}")
+    parent, children = sweep_runs(uri, "mixed")
+    assert set(children) == {f"optimizer.lr={v}" for v in lrs}
+    statuses = {
+        k: (r.info.status, r.data.tags.get("lrexp.failure_reason")) for k, r in children.items()
+    }
+    for good in ("0.01", "0.003", "0.02"):
+        run = children[f"optimizer.lr={good}"]
+        assert run.info.status == "FINISHED", statuses
+        assert len(MlflowClient(uri).get_metric_history(run.info.run_id, "test_mse")) == 4
+        assert run.data.params["optimizer.lr"] == str(float(good))
+        lines = [x for x in proc.stdout.splitlines() if x.lstrip().startswith("#")]
+        assert any(f"optimizer.lr={good}," in x and "test MSE" in x for x in lines), lines
+    bad, diverged = children["optimizer.lr=-1"], children["optimizer.lr=1000000.0"]
+    assert bad.info.status == "FAILED" and "optimizer.lr=-1.0" in statuses["optimizer.lr=-1"][1]
+    assert diverged.info.status == "FAILED"
+    assert "diverged at step" in diverged.data.tags["lrexp.failure_reason"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in children.values()} == {parent.info.run_id}
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["jobs_failed"] == 2 and parent.data.metrics["jobs_finished"] == 3
+
+
 def test_parallel_joblib_sweep_on_a_fresh_store_loses_no_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # does not exist yet: the sweep creates it
     optimizers = ["sgd", "momentum", "nesterov", "adam"]
@@ -208,7 +239,10 @@ def test_parallel_joblib_sweep_on_a_fresh_store_loses_no_run(tmp_path):
     )
     parent, children = sweep_runs(uri, "parallel")
     assert set(children) == {f"optimizer={o}" for o in optimizers}
-    assert all(r.info.status == "FINISHED" for r in children.values())
+    statuses = {
+        k: (r.info.status, r.data.tags.get("lrexp.failure_reason")) for k, r in children.items()
+    }
+    assert all(status == "FINISHED" for status, _ in statuses.values()), statuses
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children.values())
     assert MlflowClient(uri).search_runs(["0"]) == []  # nothing strayed into "Default"
 

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -161,6 +162,46 @@ def test_a_run_of_a_killed_training_process_is_ended_killed_by_the_tracking_proc
 def test_the_cli_starts_no_tracking_process_where_no_run_is_tracked(argv):
     assert tracker.start_for(argv) is None
     assert tracker.current() is None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-m", "hydra/launcher=vmap", "optimizer.lr=0.1,0.2"],
+        ["hydra.mode=MULTIRUN", "hydra/launcher=vmap", "optimizer.lr=0.1,0.2"],
+    ],
+)
+def test_a_batched_sweep_gets_its_writers_and_each_thread_logs_to_its_own(argv):
+    first = tracker.start_for(argv)
+    try:
+        writers = tracker.writers()
+        assert first is not None and writers[0] is first
+        assert len({id(w) for w in writers}) == tracker.WRITERS == 2
+        seen = {}
+
+        def where(i: int) -> None:
+            with tracker.bind(writers[i]):
+                seen[i] = tracker.current()
+
+        threads = [threading.Thread(target=where, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert seen == {0: writers[0], 1: writers[1]}
+        assert tracker.current() is first  # unbound threads: the process's own
+    finally:
+        tracker.stop()
+    assert tracker.writers() == [] and not any(w.alive() for w in writers)
+
+
+def test_the_tracking_process_calls_only_lrexps_functions_by_name():
+    with tracker.process() as t:
+        assert t.invoke("lrexp.store:resolve_uri", "sqlite:///m.db", "/data") == (
+            "sqlite:////data/m.db"
+        )
+        with pytest.raises(ValueError, match="not one of lrexp's functions: 'os:getcwd'"):
+            t.invoke("os:getcwd")
 
 
 def test_the_cli_tracks_in_process_when_asked_to(monkeypatch):

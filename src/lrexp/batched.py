@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import queue
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import numpy as np
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from lrexp import config, fit, train
+from lrexp import config, fit, tracker, train
 from lrexp.config import ConfigError
 from lrexp.data import DataError
 
@@ -120,9 +122,49 @@ def run_jobs(jobs: list[Job], base_dir: str | Path, max_batch: int = 256) -> dic
     groups = batches(prepared, max_batch)
     log.info("training %d jobs as %d batched programs", len(prepared), len(groups))
     for members in groups:
-        for (job, p), fits in zip(members, train_batch(members), strict=True):
-            objectives[job.num] = _log_job(job, p, fits, base_dir)
+        objectives.update(_log_jobs(members, train_batch(members), base_dir))
     return objectives
+
+
+def _log_jobs(members: list[tuple[Job, train.Prepared]], fits: list, base_dir) -> dict[int, float]:
+    """Log each trained job as its own run; return each one's objective.
+
+    The CLI's tracking processes (:func:`lrexp.tracker.writers`) log the runs side by side, one
+    thread each, while this process builds the next run's records; else they are logged here.
+    """
+    items = [(job, p, f) for (job, p), f in zip(members, fits, strict=True)]
+    writers = tracker.writers()
+    if len(writers) < 2:
+        return {job.num: _report(job, _log_job(job, p, f, base_dir)) for job, p, f in items}
+    free: queue.SimpleQueue[tracker.Tracker] = queue.SimpleQueue()
+    for w in writers:
+        free.put(w)
+
+    def log_one(job: Job, p: train.Prepared, f: list[fit.FitResult]) -> tuple[float, bool]:
+        w = free.get()
+        try:
+            with tracker.bind(w):
+                return _log_job(job, p, f, base_dir)
+        finally:
+            free.put(w)
+
+    with ThreadPoolExecutor(len(writers), thread_name_prefix="lrexp-log") as pool:
+        futures = [pool.submit(log_one, *item) for item in items]
+        try:
+            done = zip(items, futures, strict=True)
+            return {job.num: _report(job, fut.result()) for (job, _, _), fut in done}
+        except BaseException:  # Ctrl-C, SIGTERM: the runs being logged end, the rest never start
+            for fut in futures:
+                fut.cancel()
+            raise
+
+
+def _report(job: Job, logged: tuple[float, bool]) -> float:
+    value, ok = logged
+    if ok:
+        overrides = ",".join(job.overrides) or "(defaults)"
+        print(f"  #{job.num} {overrides}: test MSE {value:.6g}", flush=True)
+    return value
 
 
 def _sweep_context(job: Job, base_dir: str | Path):
@@ -135,8 +177,11 @@ def _sweep_context(job: Job, base_dir: str | Path):
     return sweep.job_context(job.num, resolve_uri(t.uri, base_dir), t.experiment)
 
 
-def _log_job(job: Job, p: train.Prepared, fits: list[fit.FitResult], base_dir) -> float:
-    """Record one trained job as its own run; return its objective (NaN if logging failed)."""
+def _log_job(
+    job: Job, p: train.Prepared, fits: list[fit.FitResult], base_dir
+) -> tuple[float, bool]:
+    """Record one trained job as its own run; return its objective (NaN if logging failed,
+    inf if it diverged) and whether it succeeded."""
     from lrexp import record
 
     context = _sweep_context(job, base_dir)
@@ -150,12 +195,8 @@ def _log_job(job: Job, p: train.Prepared, fits: list[fit.FitResult], base_dir) -
             train.raise_if_diverged(p, outcome)
     except train.Diverged as e:
         log.error("job %d (%s) %s", job.num, ",".join(job.overrides), e)
-        return math.inf
+        return math.inf, False
     except Exception as e:  # its run is FAILED with the reason; the other jobs go on
         log.exception("job %d (%s) failed: %s", job.num, ",".join(job.overrides), e)
-        return math.nan
-    value = train.objective(outcome)
-    print(
-        f"  #{job.num} {','.join(job.overrides) or '(defaults)'}: test MSE {value:.6g}", flush=True
-    )
-    return value
+        return math.nan, False
+    return train.objective(outcome), True

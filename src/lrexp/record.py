@@ -6,7 +6,6 @@ Builds plain values (dicts, arrays, figures) from the run and hands them to :mod
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
 import json
 from collections.abc import Mapping
@@ -27,10 +26,7 @@ if TYPE_CHECKING:
 
 
 def _tracking() -> Any:
-    """Where runs are written: :mod:`lrexp.tracking` in the tracking process that this process
-    started (:mod:`lrexp.tracker`, the CLI's), else here (imported only now: MLflow is slow to
-    import)."""
-    return tracker.current() or importlib.import_module("lrexp.tracking")
+    return tracker.tracking()
 
 
 def resolve_run_id(run_id: str) -> str:

@@ -10,6 +10,7 @@ lose nothing and never file a run under the wrong experiment.
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from lrexp import signals
+from lrexp import signals, store, tracker
 
 log = logging.getLogger("lrexp")
 
@@ -51,6 +52,15 @@ class SweepJob:
 
 def _parsed(overrides) -> list[tuple[str, object]]:
     """(key, value) of each plain override; Hydra re-renders values (false → False) in jobs."""
+    with _parsing:  # Hydra's parser is not known to be thread-safe (jobs log from threads)
+        return _parse(tuple(overrides))
+
+
+_parsing = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse(overrides: tuple[str, ...]) -> list[tuple[str, object]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(list(overrides))
@@ -76,8 +86,7 @@ def job_context(job_num: int, uri: str, experiment: str) -> SweepJob | None:
 
 def record_bad_job(overrides: list[str], job: SweepJob, error: Exception) -> None:
     """Record a job whose input was bad as a FAILED child run carrying the reason."""
-    from lrexp import tracking
-
+    tracking = tracker.tracking()
     uri = os.environ[ENV_URI]
     run_id = tracking.create_run(
         uri,
@@ -101,18 +110,26 @@ class SweepCallback(Callback):
         self.uri: str | None = None
         self.parent: str | None = None
         self.exp_id: str | None = None
-        self.heartbeat = None
 
     def __getstate__(self) -> dict:
         """Launchers ship callbacks to worker processes: the sweep's state stays in this one."""
-        return {"uri": None, "parent": None, "exp_id": None, "heartbeat": None}
+        return {"uri": None, "parent": None, "exp_id": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.tracking.enabled:
             return
-        from lrexp import provenance, tracking
+        from lrexp import provenance
 
-        self.uri = tracking.resolve_uri(config.tracking.uri, os.getcwd())
+        tracking = tracker.tracking()  # with the batched launcher, the CLI's tracking process
+        self.uri = store.resolve_uri(config.tracking.uri, os.getcwd())
+        unreachable = store.check_server(self.uri)
+        if unreachable is not None:  # Hydra turns callback errors into warnings: stop here
+            print(
+                f"lrexp: error: tracking.uri={config.tracking.uri!r}: {unreachable}",
+                file=sys.stderr,
+                flush=True,
+            )
+            sys.exit(2)
         tracking.init_store(self.uri)
         self.exp_id = tracking.experiment_id(self.uri, config.tracking.experiment)
         hc = config.hydra  # HydraConfig.get() is not set yet when a multirun starts
@@ -125,16 +142,8 @@ class SweepCallback(Callback):
                 "lrexp.overrides": " ".join(hc.overrides.task),
             }
         )
-        unreachable = tracking.check_server(self.uri)
-        if unreachable is not None:  # Hydra turns callback errors into warnings: stop here
-            print(
-                f"lrexp: error: tracking.uri={config.tracking.uri!r}: {unreachable}",
-                file=sys.stderr,
-                flush=True,
-            )
-            sys.exit(2)
         self.parent = tracking.create_run(self.uri, self.exp_id, name, tags)
-        self.heartbeat = tracking.Heartbeat(self.uri, self.parent).__enter__()
+        tracking.start_heartbeat(self.uri, self.parent)
         os.environ.update(
             {
                 ENV_URI: self.uri,
@@ -157,15 +166,20 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent is None:
             return
-        from lrexp import sweep_summary, tracking
-
+        tracking = tracker.tracking()
         try:
             t = config.tracking
             best_model = t.log_model and t.get("sweep_model", "best") == "best"
-            summary = sweep_summary.summarize(
-                self.uri, self.exp_id, self.parent, best_model=best_model
-            )
+            args = (self.uri, self.exp_id, self.parent)
+            summarize = "lrexp.sweep_summary:summarize"
+            if isinstance(tracking, tracker.Tracker):  # it reads and writes the store at length
+                summary = tracking.invoke(summarize, *args, best_model=best_model)
+            else:
+                from lrexp import sweep_summary
+
+                summary = sweep_summary.summarize(*args, best_model=best_model)
             print(summary, flush=True)
+            tracking.stop_heartbeat(self.parent)
             tracking.end_run(self.uri, self.parent, "FINISHED")
         finally:
             self._clear()
@@ -174,8 +188,8 @@ class SweepCallback(Callback):
         """At exit: a sweep that never reached its end (an exception, Ctrl-C) is not left open."""
         if self.parent is None:
             return
-        from lrexp import tracking
-
+        tracking = tracker.tracking()  # the tracking processes have ended by now: this one's
+        tracking.stop_heartbeat(self.parent)
         if tracking.run_status(self.uri, self.parent) == "RUNNING":
             tracking.set_tags(
                 self.uri,
@@ -186,9 +200,6 @@ class SweepCallback(Callback):
         self._clear()
 
     def _clear(self) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat.__exit__()
-            self.heartbeat = None
         self.parent = None
         for key in ENV_KEYS:
             os.environ.pop(key, None)

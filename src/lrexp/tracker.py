@@ -24,6 +24,7 @@ import pickle
 import socket
 import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,6 +42,8 @@ ORPHANED = "the training process ended without ending its run (killed, or out of
 # Hydra options that print or exit without a run, and the multirun flag: no tracking process.
 NO_RUN = {"-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "--shell-completion"}
 MULTIRUN = {"-m", "--multirun"}
+VMAP = "hydra/launcher=vmap"  # the batched launcher: its sweep's runs are logged from here
+WRITERS = 2  # tracking processes for a batched sweep: its children are logged two at a time
 
 
 class TrackerError(RuntimeError):
@@ -64,7 +67,7 @@ class Tracker:
         self._sent = self._read = 0  # requests sent, and replies read
         self._open_request: int | None = None  # the request that opens the run
         self.run_id: str | None = None  # the open run's id, once its reply is read
-        self.opened = False  # a run was opened through this process
+        self.used = False  # it was sent work (else it is killed at once when stopped)
 
     def alive(self) -> bool:
         return self._proc.poll() is None
@@ -78,6 +81,12 @@ class Tracker:
             return None if name in PIPELINED else self._collect(block=True)
 
         return call
+
+    def invoke(self, target: str, *args: Any, **kwargs: Any) -> Any:
+        """Call ``target`` (``"lrexp.module:function"``) in the tracking process; return its
+        value. For work that reads and writes the store at length, such as a sweep's summary."""
+        self._send(("call", target, args, kwargs))
+        return self._collect(block=True)
 
     def active_run_id(self) -> str:
         """The id of the open run, or :data:`ACTIVE` (which the tracking process reads as that
@@ -107,7 +116,7 @@ class Tracker:
         """As :func:`lrexp.tracking.run`, but yields :data:`ACTIVE` at once: the run is made
         while this process trains (:meth:`resolve` gives its id). It ends as the block does."""
         self._send(("open", (uri, experiment, run_name, dict(tags)), {"exp_id": exp_id}))
-        self.opened, self._open_request = True, self._sent
+        self._open_request = self._sent
         try:
             yield ACTIVE
         except BaseException as e:
@@ -128,6 +137,7 @@ class Tracker:
         except OSError as e:
             raise TrackerError(f"the tracking process has gone away ({e})") from e
         self._sent += 1
+        self.used = True
 
     def _collect(self, *, block: bool, until: int | None = None) -> Any:
         """Read the replies that are in (if ``block``, those up to request ``until``, or all);
@@ -148,7 +158,7 @@ class Tracker:
 
     def stop(self, timeout: float = 60.0) -> None:
         """Let the tracking process finish what was sent, and end it."""
-        if not self.opened:  # it never had work: no need to wait for its imports
+        if not self.used:  # it never had work: no need to wait for its imports
             self._proc.kill()
         with contextlib.suppress(Exception):
             self._collect(block=True)
@@ -161,19 +171,48 @@ class Tracker:
 
 
 _current: Tracker | None = None  # the tracking process of this (CLI) process, once started
+_more: list[Tracker] = []  # a batched sweep's other tracking processes (see writers)
+_bound = threading.local()  # a thread's own tracking process (see bind)
 
 
 def current() -> Tracker | None:
-    """The tracking process this process started, while it is alive; else None."""
-    return _current if _current is not None and _current.alive() else None
+    """The tracking process this thread logs to (see :func:`bind`), else the one this process
+    started, while it is alive; else None."""
+    t = getattr(_bound, "tracker", None) or _current
+    return t if t is not None and t.alive() else None
 
 
-def start() -> Tracker:
-    """Start this process's tracking process (ended by :func:`stop`, or at exit)."""
+def writers() -> list[Tracker]:
+    """The tracking processes that may log a sweep's runs side by side, one thread each."""
+    return [t for t in (_current, *_more) if t is not None and t.alive()]
+
+
+@contextmanager
+def bind(t: Tracker) -> Iterator[Tracker]:
+    """Within the block, this thread logs to ``t`` (:func:`current` returns it here)."""
+    _bound.tracker = t
+    try:
+        yield t
+    finally:
+        _bound.tracker = None
+
+
+def tracking() -> Any:
+    """Where runs are written: :mod:`lrexp.tracking` in this thread's tracking process (see
+    :func:`current`), else here (imported only now: MLflow is slow to import)."""
+    import importlib
+
+    return current() or importlib.import_module("lrexp.tracking")
+
+
+def start(more: int = 0) -> Tracker:
+    """Start this process's tracking process, and ``more`` others for a batched sweep (all
+    ended by :func:`stop`, or at exit)."""
     global _current
     if _current is None:
         _current = Tracker()
         atexit.register(stop)
+    _more.extend(Tracker() for _ in range(more - len(_more)))
     return _current
 
 
@@ -185,22 +224,36 @@ def single_run(argv: list[str]) -> bool:
     }
 
 
+def batched_sweep(argv: list[str]) -> bool:
+    """Whether a CLI call with these arguments is a multirun with lrexp's batched launcher."""
+    args = {a.replace(" ", "") for a in argv}
+    multirun = bool(args & MULTIRUN) or "hydra.mode=MULTIRUN" in args
+    return multirun and VMAP in args and not args & NO_RUN
+
+
 def start_for(argv: list[str]) -> Tracker | None:
-    """Start the tracking process for a CLI call that trains and tracks one run
-    (``LREXP_TRACKING_PROCESS=0`` tracks in the training process instead)."""
-    if not single_run(argv) or "tracking.enabled=false" in {a.replace(" ", "") for a in argv}:
+    """Start the tracking process for a CLI call that trains and tracks one run, and the
+    :data:`WRITERS` of a batched sweep (``LREXP_TRACKING_PROCESS=0`` tracks in the training
+    process instead)."""
+    if "tracking.enabled=false" in {a.replace(" ", "") for a in argv}:
         return None
     if os.environ.get("LREXP_TRACKING_PROCESS", "1") == "0":
         return None
-    return start()
+    if single_run(argv):
+        return start()
+    if batched_sweep(argv):
+        return start(more=WRITERS - 1)
+    return None
 
 
 def stop() -> None:
-    """End this process's tracking process, once it has stored everything it was sent."""
+    """End this process's tracking processes, once they have stored everything they were sent."""
     global _current
-    if _current is not None:
-        tracker, _current = _current, None
-        tracker.stop()
+    every = [t for t in (_current, *_more) if t is not None]
+    _current = None
+    _more.clear()
+    for t in every:
+        t.stop()
 
 
 @contextmanager

@@ -107,6 +107,20 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
 
+_beating: dict[str, Heartbeat] = {}  # run id → its heartbeat, for runs not opened here
+
+
+def start_heartbeat(uri: str, run_id: str) -> None:
+    """Stamp a heartbeat on ``run_id`` (a sweep's parent) until :func:`stop_heartbeat`."""
+    _beating[run_id] = Heartbeat(uri, run_id).__enter__()
+
+
+def stop_heartbeat(run_id: str) -> None:
+    beat = _beating.pop(run_id, None)
+    if beat is not None:
+        beat.__exit__()
+
+
 def open_run(
     uri: str,
     experiment: str | None,

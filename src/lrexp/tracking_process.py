@@ -4,6 +4,7 @@ on :mod:`lrexp.tracking`, in order, and never leaves the run it opened RUNNING."
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import pickle
@@ -67,10 +68,20 @@ def _carry_out(tracking: Any, state: dict[str, Any], kind: str, what: Any, args,
         else:
             args = tuple(_active(a, tracking) for a in args)
             kwargs = {k: _active(v, tracking) for k, v in kwargs.items()}
-            value = getattr(tracking, what)(*args, **kwargs)
+            value = _function(tracking, what)(*args, **kwargs)
         return ("ok", value)
     except Exception as e:
         return ("err", _pack(e))
+
+
+def _function(tracking: Any, what: str) -> Callable[..., Any]:
+    """``lrexp.tracking``'s function ``what``, or for ``"lrexp.module:function"`` that one."""
+    if ":" not in what:
+        return getattr(tracking, what)
+    module, name = what.split(":")
+    if not module.startswith("lrexp."):
+        raise ValueError(f"not one of lrexp's functions: {what!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 def _end(tracking: Any, state: dict[str, Any], status: str, reason: str) -> None:

@@ -43,11 +43,22 @@ class SweepConfigs:
     config groups, ``+``/``~`` or Hydra's own keys) starts from that job's composed config and
     gets its values set the way Hydra sets them; any other job is composed by Hydra. Everything
     else is passed through to Hydra's loader.
+
+    The sweeper composes each job only to check it, and drops the config: :meth:`for_launch`
+    hands that config to the launcher rather than composing the job a second time.
     """
 
     def __init__(self, loader) -> None:
         self._loader = loader
         self._composed: dict[tuple, DictConfig] = {}
+        self._checked: dict[tuple, DictConfig] = {}  # composed for the sweeper's check
+
+    def for_launch(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        """The job's config, for the launcher (which may change it)."""
+        key = (id(master_config), tuple(sweep_overrides))
+        if key not in self._checked:
+            self.load_sweep_config(master_config, sweep_overrides)
+        return self._checked.pop(key)
 
     def __getattr__(self, name: str):
         return getattr(self._loader, name)
@@ -66,12 +77,18 @@ class SweepConfigs:
     def load_sweep_config(
         self, master_config: DictConfig, sweep_overrides: list[str]
     ) -> DictConfig:
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         parser = OverridesParser.create()
         parsed = parser.parse_overrides(list(sweep_overrides))
         plain = [self._plain(o) for o in parsed]
+        cfg = self._compose(master_config, list(sweep_overrides), parsed, plain, parser)
+        self._checked[(id(master_config), tuple(sweep_overrides))] = cfg
+        return cfg
+
+    def _compose(self, master_config, sweep_overrides, parsed, plain, parser) -> DictConfig:
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+
         shape = tuple(
             ("=", o.key_or_group) if p else o.input_line for o, p in zip(parsed, plain, strict=True)
         )
@@ -127,9 +144,7 @@ class VmapLauncher(Launcher):
         for idx, overrides in enumerate(job_overrides):
             num = initial_job_idx + idx
             log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(
-                self.config, list(overrides)
-            )
+            sweep_config = self.hydra_context.config_loader.for_launch(self.config, list(overrides))
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = num
                 sweep_config.hydra.job.num = num
