@@ -19,7 +19,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from lrexp import config, fit, tracker, train
@@ -188,10 +188,13 @@ def _log_job(
     try:
         with train.tracked(p, job.overrides, context) as run_id:
             if run_id is not None:
-                record.log_inputs(p, job.overrides)
+                record.log_dataset(p)
             outcome = train.conclude(p, fits, run_id)
-            if run_id is not None:
-                record.log_outputs(p, outcome, context)
+            if run_id is not None:  # trained already: its inputs go with its outputs
+                resolved = OmegaConf.create(asdict(p.cfg))
+                params = record.input_params(p, resolved)
+                files = record.config_files(resolved, job.overrides)
+                record.log_outputs(p, outcome, context, params=params, files=files)
             train.raise_if_diverged(p, outcome)
     except train.Diverged as e:
         log.error("job %d (%s) %s", job.num, ",".join(job.overrides), e)

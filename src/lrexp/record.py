@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from lrexp import plots, provenance, results, store, tracker
 from lrexp.config import Config, ConfigError
@@ -125,35 +125,40 @@ def record_skipped(
 def log_inputs(p: Prepared, overrides: list[str]) -> None:
     """Params (the resolved config, flattened), the config files, and the data set."""
     tracking = _tracking()
-    ds, spec = p.dataset, p.spec
     resolved = OmegaConf.create(asdict(p.cfg))  # as OmegaConf.structured(p.cfg), 2.5x faster
+    tracking.log_params(input_params(p, resolved))
+    tracking.log_files(tracking.active_run_id(), config_files(resolved, overrides))
+    log_dataset(p)
+
+
+def input_params(p: Prepared, resolved: DictConfig) -> dict[str, Any]:
+    """The run's params: its ``resolved`` config, flattened, and the shape of the run."""
+    ds, spec = p.dataset, p.spec
     n_train, n_test = len(p.parts[0][0]), len(p.parts[0][1])
-    tracking.log_params(
-        {
-            **flatten(OmegaConf.to_container(resolved)),
-            "run.batch_size": spec.batch_size,
-            "run.epochs": spec.epochs,
-            "run.steps_per_epoch": spec.steps_per_epoch(n_train),
-            "run.n_rows": len(ds.y),
-            "run.n_features": ds.X.shape[1],
-            "run.n_train": n_train,
-            "run.n_test": n_test,
-        }
-    )
-    tracking.log_files(
-        tracking.active_run_id(),
-        {
-            "config/config.yaml": OmegaConf.to_yaml(resolved),
-            "config/overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(overrides)),
-        },
-    )
-    tracking.log_dataset(
-        ds.X,
-        ds.y,
-        features=ds.feature_names,
-        target=ds.target_name,
-        name=ds.name,
-        source=ds.source,
+    return {
+        **flatten(OmegaConf.to_container(resolved)),
+        "run.batch_size": spec.batch_size,
+        "run.epochs": spec.epochs,
+        "run.steps_per_epoch": spec.steps_per_epoch(n_train),
+        "run.n_rows": len(ds.y),
+        "run.n_features": ds.X.shape[1],
+        "run.n_train": n_train,
+        "run.n_test": n_test,
+    }
+
+
+def config_files(resolved: DictConfig, overrides: list[str]) -> dict[str, str]:
+    """The ``resolved`` config and the command line's overrides, as YAML artifacts."""
+    return {
+        "config/config.yaml": OmegaConf.to_yaml(resolved),
+        "config/overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(overrides)),
+    }
+
+
+def log_dataset(p: Prepared) -> None:
+    ds = p.dataset
+    _tracking().log_dataset(
+        ds.X, ds.y, features=ds.feature_names, target=ds.target_name, name=ds.name, source=ds.source
     )
 
 
@@ -192,14 +197,17 @@ def log_curves(
     scalars: dict,
     max_points: int,
     model_id: str | None = None,
+    params: Mapping[str, Any] = {},
 ) -> None:
-    """Curves at their epochs, sampled to ``max_points`` each, and the summary scalars (linked to
-    the logged model, where there is one), in as few requests as MLflow allows."""
+    """Curves at their epochs, sampled to ``max_points`` each, the summary scalars (linked to
+    the logged model, where there is one) and ``params``, in as few requests as MLflow allows."""
     tracking = _tracking()
     steps = sample_steps(curves, max_points)
     # A fold that stopped early has a shorter curve: it takes the sampled epochs it reached.
     sampled = {k: np.asarray(v)[steps[steps < len(v)]] for k, v in curves.items()}
-    tracking.log_batch(run_id, curves=sampled, steps=steps, scalars=scalars, model_id=model_id)
+    tracking.log_batch(
+        run_id, curves=sampled, steps=steps, scalars=scalars, params=params, model_id=model_id
+    )
 
 
 def log_partial(p: Prepared, run_id: str, fits: list) -> None:
@@ -226,9 +234,17 @@ def logs_model(cfg: Config, sweep: SweepJob | None) -> bool:
     return cfg.tracking.log_model and (sweep is None or cfg.tracking.sweep_model == "every")
 
 
-def log_outputs(p: Prepared, outcome: Outcome, sweep: SweepJob | None = None) -> None:
+def log_outputs(
+    p: Prepared,
+    outcome: Outcome,
+    sweep: SweepJob | None = None,
+    *,
+    params: Mapping[str, Any] = {},
+    files: Mapping[str, str] = {},
+) -> None:
     """The model, then curves and summary metrics in batches, then θ, the full history and the
-    figures as one copy of artifacts."""
+    figures as one copy of artifacts; ``params`` and ``files`` go in the same requests (a run
+    logged after its training: its inputs too, see :func:`input_params`, :func:`config_files`)."""
     tracking = _tracking()
     ds, folds, names = outcome.dataset, outcome.folds, outcome.names
     t = p.cfg.tracking
@@ -236,7 +252,7 @@ def log_outputs(p: Prepared, outcome: Outcome, sweep: SweepJob | None = None) ->
     if logs_model(p.cfg, sweep):
         model_id = tracking.log_model(outcome.theta, list(ds.feature_names), example_rows(p))
     curves = results.curves(folds, names)
-    log_curves(outcome.run_id, curves, outcome.summary, t.max_curve_points, model_id)
+    log_curves(outcome.run_id, curves, outcome.summary, t.max_curve_points, model_id, params)
     theta = {
         "names": names,
         "theta": outcome.theta.tolist(),
@@ -256,6 +272,7 @@ def log_outputs(p: Prepared, outcome: Outcome, sweep: SweepJob | None = None) ->
     tracking.log_files(
         outcome.run_id,
         {
+            **files,
             "theta.json": json.dumps(theta, indent=2),
             "history.csv": history_csv(curves),
             "plots/loss_curve.svg": plots.loss_curve(curves, optimal, len(folds), p.title),
