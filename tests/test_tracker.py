@@ -204,6 +204,17 @@ def test_the_tracking_process_calls_only_lrexps_functions_by_name():
             t.invoke("os:getcwd")
 
 
+def test_submitted_calls_give_their_own_values_when_asked_in_any_order():
+    with tracker.process() as t:
+        a = t.submit("lrexp.store:resolve_uri", "sqlite:///a.db", "/x")
+        b = t.submit("lrexp.store:resolve_uri", "sqlite:///b.db", "/y")
+        bad = t.submit("lrexp.store:no_such_function")
+        assert b() == "sqlite:////y/b.db"
+        assert a() == "sqlite:////x/a.db"
+        with pytest.raises(AttributeError, match="no_such_function"):
+            bad()
+
+
 def test_the_cli_tracks_in_process_when_asked_to(monkeypatch):
     monkeypatch.setenv("LREXP_TRACKING_PROCESS", "0")
     assert tracker.start_for(["optimizer=adam"]) is None

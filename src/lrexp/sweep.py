@@ -10,6 +10,7 @@ lose nothing and never file a run under the wrong experiment.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import json
 import logging
@@ -17,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +69,17 @@ def _parse(overrides: tuple[str, ...]) -> list[tuple[str, object]]:
     return [(o.get_key_element(), None if o.is_sweep_override() else o.value()) for o in parsed]
 
 
+_opening: Callable[[], None] | None = None  # the parent run, while a tracking process makes it
+
+
+def settle() -> None:
+    """Wait for the sweep's parent run, where a tracking process is making it."""
+    global _opening
+    if _opening is not None:
+        opening, _opening = _opening, None
+        opening()
+
+
 def describe(overrides: list[str]) -> str:
     """A run's name from its overrides: where it is tracked and Hydra's own settings left out."""
     return ",".join(o for o in overrides if not o.lstrip("+~").startswith(("tracking.", "hydra")))
@@ -74,6 +87,7 @@ def describe(overrides: list[str]) -> str:
 
 def job_context(job_num: int, uri: str, experiment: str) -> SweepJob | None:
     """The sweep this job belongs to, if its store and experiment are the sweep's."""
+    settle()
     if not os.environ.get(ENV_PARENT):
         return None
     if os.environ.get(ENV_URI) != uri or os.environ.get(ENV_EXPERIMENT) != experiment:
@@ -130,8 +144,6 @@ class SweepCallback(Callback):
                 flush=True,
             )
             sys.exit(2)
-        tracking.init_store(self.uri)
-        self.exp_id = tracking.experiment_id(self.uri, config.tracking.experiment)
         hc = config.hydra  # HydraConfig.get() is not set yet when a multirun starts
         name = config.tracking.run_name or "sweep " + " ".join(hc.overrides.task)
         tags = provenance.tags(config.train.dtype)
@@ -142,28 +154,34 @@ class SweepCallback(Callback):
                 "lrexp.overrides": " ".join(hc.overrides.task),
             }
         )
-        self.parent = tracking.create_run(self.uri, self.exp_id, name, tags)
-        tracking.start_heartbeat(self.uri, self.parent)
+        args = (self.uri, config.tracking.experiment, name, tags)
         os.environ.update(
             {
                 ENV_URI: self.uri,
                 ENV_EXPERIMENT: config.tracking.experiment,
-                ENV_EXPERIMENT_ID: self.exp_id,
-                ENV_PARENT: self.parent,
                 ENV_ARGS: json.dumps(list(hc.overrides.task)),
             }
         )
+        global _opening
+        if isinstance(tracking, tracker.Tracker):  # made there while Hydra composes the jobs
+            _opening = functools.partial(self._opened, tracking.submit("open_sweep", *args))
+        else:
+            self._opened(lambda: tracking.open_sweep(*args))
         atexit.register(self._abandon)
         # SIGTERM's default action skips atexit: make it raise, so the parent is ended KILLED
         # even when the signal lands between jobs or in a batched launcher.
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, signals.raise_terminated)
-        print(
-            f"lrexp sweep: parent run {self.parent} in experiment {config.tracking.experiment!r}",
-            flush=True,
-        )
+
+    def _opened(self, result: Callable[[], tuple[str, str]]) -> None:
+        """Take the ids of the sweep's experiment and parent run, and hand them to the jobs."""
+        self.exp_id, self.parent = result()
+        os.environ.update({ENV_EXPERIMENT_ID: self.exp_id, ENV_PARENT: self.parent})
+        experiment = os.environ[ENV_EXPERIMENT]
+        print(f"lrexp sweep: parent run {self.parent} in experiment {experiment!r}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        settle()
         if self.parent is None:
             return
         tracking = tracker.tracking()
@@ -186,6 +204,8 @@ class SweepCallback(Callback):
 
     def _abandon(self) -> None:
         """At exit: a sweep that never reached its end (an exception, Ctrl-C) is not left open."""
+        with contextlib.suppress(Exception):  # its tracking process has ended by now
+            settle()
         if self.parent is None:
             return
         tracking = tracker.tracking()  # the tracking processes have ended by now: this one's

@@ -66,6 +66,7 @@ class Tracker:
         self._conn = Connection(ours.detach())
         self._sent = self._read = 0  # requests sent, and replies read
         self._open_request: int | None = None  # the request that opens the run
+        self._awaited: dict[int, Any] = {}  # submitted requests → their values, once read
         self.run_id: str | None = None  # the open run's id, once its reply is read
         self.used = False  # it was sent work (else it is killed at once when stopped)
 
@@ -81,6 +82,18 @@ class Tracker:
             return None if name in PIPELINED else self._collect(block=True)
 
         return call
+
+    def submit(self, name: str, *args: Any, **kwargs: Any) -> Callable[[], Any]:
+        """Send a call without waiting; return a function that waits for its value."""
+        self._send(("call", name, args, kwargs))
+        request = self._sent
+        self._awaited[request] = None
+
+        def result() -> Any:
+            self._collect(block=True, until=request)
+            return self._awaited.pop(request)
+
+        return result
 
     def invoke(self, target: str, *args: Any, **kwargs: Any) -> Any:
         """Call ``target`` (``"lrexp.module:function"``) in the tracking process; return its
@@ -151,9 +164,12 @@ class Tracker:
                 raise TrackerError("the tracking process ended unexpectedly") from e
             self._read += 1
             if kind == "err":
+                self._awaited.pop(self._read, None)
                 raise _unpack(value)
             if self._read == self._open_request:
                 self.run_id = value
+            if self._read in self._awaited:
+                self._awaited[self._read] = value
         return value
 
     def stop(self, timeout: float = 60.0) -> None:

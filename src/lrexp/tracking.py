@@ -186,6 +186,18 @@ def init_store(uri: str) -> None:
     MlflowClient(uri).search_experiments(max_results=1)
 
 
+def open_sweep(
+    uri: str, experiment: str, run_name: str, tags: Mapping[str, str]
+) -> tuple[str, str]:
+    """Make the store, the experiment and a sweep's parent run (with a heartbeat); return the
+    experiment's id and the parent's."""
+    init_store(uri)
+    exp_id = experiment_id(uri, experiment)
+    parent = create_run(uri, exp_id, run_name, tags)
+    start_heartbeat(uri, parent)
+    return exp_id, parent
+
+
 def create_run(uri: str, exp_id: str, run_name: str, tags: Mapping[str, str]) -> str:
     """Create a RUNNING run without making it active in this process (a sweep's parent)."""
     client = MlflowClient(uri)
