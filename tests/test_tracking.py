@@ -584,3 +584,33 @@ def test_a_long_curve_is_sampled_with_its_first_best_and_last_epochs(store_uri, 
                 assert m.value == pytest.approx(float(getattr(history, key)[m.step]), rel=1e-6)
     table = pd.read_csv(client.download_artifacts(outcome.run_id, "history.csv"))
     assert len(table) == 2501  # the full resolution is in the artifact
+
+
+def test_initializing_a_store_gives_sqlite_the_statistics_to_read_a_curve_by_its_run(tmp_path):
+    """Without statistics SQLite reads a run's metric history through the index on the key
+    alone, scanning that metric of every run in the store; init_store (a sweep's start) fixes
+    the plan MLflow's history query gets."""
+    import sqlite3
+
+    from lrexp import tracking
+
+    path = tmp_path / "m.db"
+    uri = f"sqlite:///{path}"
+    tracking.init_store(uri)
+    exp = tracking.experiment_id(uri, "stats")
+    runs = [tracking.create_run(uri, exp, f"r{i}", {}) for i in range(20)]
+    for i, run_id in enumerate(runs):
+        curve = np.linspace(1.0, 0.0, 40) + i
+        tracking.log_batch(
+            run_id, curves={"test_mse": curve, "train_mse": curve / 2}, client=MlflowClient(uri)
+        )
+    tracking.init_store(uri)
+    query = "SELECT * FROM metrics WHERE metrics.run_uuid = ? AND metrics.key = ?"
+    with sqlite3.connect(path) as db:
+        plan = " ".join(
+            str(row[-1]) for row in db.execute("EXPLAIN QUERY PLAN " + query, (runs[3], "test_mse"))
+        )
+    assert "run_uuid=?" in plan, plan
+    steps, values = tracking.metric_curve(uri, runs[3], "test_mse")
+    np.testing.assert_allclose(values, np.linspace(1.0, 0.0, 40) + 3)
+    assert list(steps) == list(range(40))

@@ -25,7 +25,7 @@ import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from lrexp import signals
+from lrexp import signals, store
 from lrexp.store import check_server, missing_store, resolve_uri  # noqa: F401  (callers use them here)
 
 if TYPE_CHECKING:
@@ -182,8 +182,10 @@ def failure_reason(e: BaseException) -> str:
 
 
 def init_store(uri: str) -> None:
-    """Create the store's tables now, in this one process (MLflow creates them without a lock)."""
+    """Create the store's tables now, in this one process (MLflow creates them without a lock),
+    and refresh a SQLite store's statistics for reading metric histories back."""
     MlflowClient(uri).search_experiments(max_results=1)
+    store.analyze(uri)
 
 
 def open_sweep(

@@ -460,7 +460,7 @@ def exit_now(code: int | str | None) -> None:
 
     Everything is stored by now; tearing down JAX's and Hydra's modules object by object would
     take another 0.5 s of every run. Output and log files are flushed first. (Not after a
-    multirun: its launcher's worker processes end at the interpreter's exit.)
+    multirun with workers: its launcher's worker processes end at the interpreter's exit.)
     """
     if code is not None and not isinstance(code, int):
         print(code, file=sys.stderr)
@@ -478,6 +478,9 @@ if __name__ == "__main__":
         code = e.code
     else:
         code = 0
-    if not tracker.single_run(sys.argv[1:]):
-        sys.exit(code)  # a multirun's launchers (joblib's workers, submitit) shut down at exit
+    argv = sys.argv[1:]
+    if not (tracker.single_run(argv) or (tracker.batched_sweep(argv) and code == 0)):
+        # a multirun's launchers (joblib's workers, submitit) shut down at exit, and a sweep
+        # that failed ends its parent run then; lrexp's batched launcher has no workers
+        sys.exit(code)
     exit_now(code)
