@@ -306,3 +306,21 @@ def test_run_left_active_in_a_reused_worker_does_not_swallow_the_next(store_uri,
     run = client.get_run(outcome.run_id)
     assert run.info.status == "FINISHED" and "mlflow.parentRunId" not in run.data.tags
     assert mlflow.active_run() is None
+
+
+def test_a_sweeps_jobs_share_a_data_set_only_when_data_seed_and_split_are_equal(tmp_path):
+    from lrexp.config import ConfigError
+
+    shared: dict = {}
+    a = train.prepare(typed_config(*SMALL, "optimizer.lr=0.01"), tmp_path, shared=shared)
+    b = train.prepare(typed_config(*SMALL, "optimizer.lr=0.02"), tmp_path, shared=shared)
+    other = train.prepare(typed_config(*SMALL, "train.seed=1"), tmp_path, shared=shared)
+    alone = train.prepare(typed_config(*SMALL, "optimizer.lr=0.02"), tmp_path)
+    assert b.dataset is a.dataset and other.dataset is not a.dataset
+    np.testing.assert_array_equal(alone.dataset.X, b.dataset.X)
+    for (tr, te), (tr0, te0) in zip(alone.parts, b.parts, strict=True):
+        np.testing.assert_array_equal(tr, tr0)
+        np.testing.assert_array_equal(te, te0)
+    assert alone.checks == b.checks and not np.array_equal(other.dataset.X, a.dataset.X)
+    with pytest.raises(ConfigError, match=r"train\.batch_size"):  # each job's own checks still run
+        train.prepare(typed_config(*SMALL, "train.batch_size=100000"), tmp_path, shared=shared)

@@ -98,10 +98,11 @@ def run_jobs(jobs: list[Job], base_dir: str | Path, max_batch: int = 256) -> dic
 
     objectives: dict[int, float] = {}
     prepared = []
+    shared: dict = {}  # data sets, splits, standardizers: made once per data config and seed
     for job in jobs:
         context = _sweep_context(job, base_dir)
         try:
-            p = train.prepare(config.to_object(job.cfg), base_dir)
+            p = train.prepare(config.to_object(job.cfg), base_dir, shared=shared)
         except (ConfigError, DataError, MissingMandatoryValue) as e:
             objectives[job.num] = math.nan
             if context is not None:

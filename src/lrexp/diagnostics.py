@@ -25,8 +25,22 @@ class Diagnostics(NamedTuple):
     warnings: tuple[str, ...]
 
 
+class Spectrum(NamedTuple):
+    """What the checks need of the standardized design X̃: its rows and X̃ᵀX̃'s extremes."""
+
+    n: int
+    lam_max: float
+    lam_min: float
+
+
+def spectrum(X_std: np.ndarray) -> Spectrum:
+    gram = np.asarray(model.sufficient_stats(jnp.asarray(X_std), jnp.zeros(len(X_std))).gram)
+    eig = np.linalg.eigvalsh(gram)
+    return Spectrum(len(X_std), float(eig[-1]), float(max(eig[0], 0.0)))
+
+
 def check(
-    X_std: np.ndarray,
+    X_std: np.ndarray | Spectrum,
     *,
     batch_size: int | None,
     optimizer: str,
@@ -34,11 +48,9 @@ def check(
     momentum: float | None,
     dtype: str,
 ) -> Diagnostics:
-    """Bound the learning rate and judge the conditioning of the standardized design X̃."""
-    gram = np.asarray(model.sufficient_stats(jnp.asarray(X_std), jnp.zeros(len(X_std))).gram)
-    eig = np.linalg.eigvalsh(gram)
-    lam_max, lam_min = float(eig[-1]), float(max(eig[0], 0.0))
-    n = len(X_std)
+    """Bound the learning rate and judge the conditioning of the standardized design X̃ (or of
+    its :func:`spectrum`, for runs that share it)."""
+    n, lam_max, lam_min = X_std if isinstance(X_std, Spectrum) else spectrum(X_std)
     stable_lr = n / ((batch_size or n) * lam_max)
     condition = lam_max / lam_min if lam_min > 0 else float("inf")
     warnings = []

@@ -156,27 +156,29 @@ class Prepared:
         return st.apply(ds.X[tr]), ds.y[tr], st.apply(ds.X[te]), ds.y[te]
 
 
-def prepare(cfg: Config, base_dir: str | Path = ".") -> Prepared:
-    """Validate the config, make or load the data, split it: raise on any bad input."""
+def prepare(cfg: Config, base_dir: str | Path = ".", *, shared: dict | None = None) -> Prepared:
+    """Validate the config, make or load the data, split it: raise on any bad input.
+
+    Runs prepared with the same ``shared`` dict (a sweep's jobs) make each data set, split and
+    standardization once, for every run with the same data config, seed and split.
+    """
     base_dir = Path(base_dir).resolve()
     config.validate(cfg, base_dir)
     k_data, k_split, k_shuffle = jax.random.split(jax.random.key(cfg.train.seed), 3)
-    ds = build_dataset(cfg.data, k_data, base_dir)
+    t = cfg.train
+    key = repr((asdict(cfg.data), t.seed, t.folds, t.test_fraction, str(base_dir)))
+    made = shared.get(key) if shared is not None else None
+    if made is None:
+        made = _data_parts(cfg, k_data, k_split, base_dir)
+        if shared is not None:
+            shared[key] = made
+    ds, parts, scalers, spread = made
     n, m = ds.X.shape
-    n_train = data.min_train_rows(n, cfg.train.test_fraction, cfg.train.folds)
-    config.validate_sizes(cfg, n_rows=n, n_features=m, n_train=n_train)
-    if cfg.train.folds:
-        parts = data.fold_indices(k_split, n, cfg.train.folds)
-    else:
-        parts = [data.split_indices(k_split, n, cfg.train.test_fraction)]
-    # Fitted before any run exists: a constant column is bad input, not a failed run.
-    scalers = [
-        data.Standardizer.fit(ds.X[tr], ds.feature_names, enabled=cfg.data.standardize)
-        for tr, _ in parts
-    ]
+    n_train = data.min_train_rows(n, t.test_fraction, t.folds)
+    config.validate_sizes(cfg, n_rows=n, n_features=m, n_train=n_train)  # batch size, too
     spec = loop_spec(cfg, n_train=len(parts[0][0]), n_features=m)
     checks = diagnostics.check(
-        scalers[0].apply(ds.X[parts[0][0]]),
+        spread,
         batch_size=spec.batch_size,
         optimizer=cfg.optimizer.name,
         lr=cfg.optimizer.lr,
@@ -194,6 +196,24 @@ def prepare(cfg: Config, base_dir: str | Path = ".") -> Prepared:
         f"{ds.name} [{n} rows × {m} features], {batch}, {cfg.train.dtype}"
     )
     return Prepared(cfg, base_dir, ds, parts, scalers, spec, hyper, k_shuffle, title, checks)
+
+
+def _data_parts(cfg: Config, k_data: jax.Array, k_split: jax.Array, base_dir: Path) -> tuple:
+    """The data set, its splits, their standardizers and the first one's spectrum."""
+    ds = build_dataset(cfg.data, k_data, base_dir)
+    n, m = ds.X.shape
+    n_train = data.min_train_rows(n, cfg.train.test_fraction, cfg.train.folds)
+    config.validate_sizes(cfg, n_rows=n, n_features=m, n_train=n_train)
+    if cfg.train.folds:
+        parts = data.fold_indices(k_split, n, cfg.train.folds)
+    else:
+        parts = [data.split_indices(k_split, n, cfg.train.test_fraction)]
+    # Fitted before any run exists: a constant column is bad input, not a failed run.
+    scalers = [
+        data.Standardizer.fit(ds.X[tr], ds.feature_names, enabled=cfg.data.standardize)
+        for tr, _ in parts
+    ]
+    return ds, parts, scalers, diagnostics.spectrum(scalers[0].apply(ds.X[parts[0][0]]))
 
 
 def train_folds(p: Prepared, *, progress: bool = True) -> list[fit.FitResult]:

@@ -52,6 +52,7 @@ class SweepConfigs:
         self._loader = loader
         self._composed: dict[tuple, DictConfig] = {}
         self._checked: dict[tuple, DictConfig] = {}  # composed for the sweeper's check
+        self._hydra_parsed: tuple | None = None  # (master config, its Hydra overrides parsed)
 
     def for_launch(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         """The job's config, for the launcher (which may change it)."""
@@ -86,6 +87,13 @@ class SweepConfigs:
         self._checked[(id(master_config), tuple(sweep_overrides))] = cfg
         return cfg
 
+    def _hydra_overrides(self, master_config: DictConfig, parser) -> list:
+        """The master config's Hydra overrides, parsed (once per master config)."""
+        if self._hydra_parsed is None or self._hydra_parsed[0] is not master_config:
+            lines = OmegaConf.to_container(master_config.hydra.overrides.hydra)
+            self._hydra_parsed = (master_config, parser.parse_overrides(lines))
+        return self._hydra_parsed[1]
+
     def _compose(self, master_config, sweep_overrides, parsed, plain, parser) -> DictConfig:
         from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 
@@ -101,8 +109,7 @@ class SweepConfigs:
         ConfigLoaderImpl._apply_overrides_to_config(
             [o for o, p in zip(parsed, plain, strict=True) if p], cfg
         )
-        hydra_lines = OmegaConf.to_container(master_config.hydra.overrides.hydra)
-        every = parser.parse_overrides([*hydra_lines, *sweep_overrides])
+        every = [*self._hydra_overrides(master_config, parser), *parsed]
         task = [o for o in every if not o.is_hydra_override()]
         cfg.hydra.overrides.task = [o.input_line for o in task]
         dirname = cfg.hydra.job.config.override_dirname
