@@ -190,6 +190,11 @@ def test_a_batched_sweep_gets_its_writers_and_each_thread_logs_to_its_own(argv):
             t.join()
         assert seen == {0: writers[0], 1: writers[1]}
         assert tracker.current() is first  # unbound threads: the process's own
+        # the second is forked from the first once MLflow is imported: it serves calls alike
+        for w, base in zip(writers, ("/a", "/b"), strict=True):
+            assert w.invoke("lrexp.store:resolve_uri", "sqlite:///m.db", base) == (
+                f"sqlite:///{base}/m.db"
+            )
     finally:
         tracker.stop()
     assert tracker.writers() == [] and not any(w.alive() for w in writers)

@@ -54,16 +54,28 @@ class Tracker:
     """The training side: stands in for :mod:`lrexp.tracking`, calling it in the tracking
     process. ``tracker.log_params(...)`` runs ``lrexp.tracking.log_params(...)`` there."""
 
-    def __init__(self) -> None:
-        ours, theirs = socket.socketpair()
-        serve_code = f"from lrexp.tracking_process import serve; serve({theirs.fileno()})"
-        self._proc = subprocess.Popen(  # given this process's argv: MLflow records it as source
-            [sys.executable, "-c", serve_code, *sys.argv],
-            pass_fds=[theirs.fileno()],
-            stdin=subprocess.DEVNULL,
-        )
-        theirs.close()
-        self._conn = Connection(ours.detach())
+    def __init__(self, forks: int = 0, *, _conn: Connection | None = None) -> None:
+        """Start a tracking process; with ``forks``, that many more (:attr:`forked`), forked
+        from it once it has imported MLflow: one import serves them all."""
+        self._proc: subprocess.Popen | None = None
+        self.forked: list[Tracker] = []
+        if _conn is None:
+            pairs = [socket.socketpair() for _ in range(1 + forks)]
+            fds = [theirs.fileno() for _, theirs in pairs]
+            serve_code = f"from lrexp.tracking_process import serve; serve({fds[0]}, {fds[1:]})"
+            self._proc = subprocess.Popen(  # given this process's argv: MLflow's run source
+                [sys.executable, "-c", serve_code, *sys.argv],
+                pass_fds=fds,
+                stdin=subprocess.DEVNULL,
+            )
+            conns = []
+            for ours, theirs in pairs:
+                theirs.close()
+                conns.append(Connection(ours.detach()))
+            _conn = conns[0]
+            self.forked = [Tracker(_conn=c) for c in conns[1:]]
+        self._conn = _conn
+        self._gone = False  # a forked process's end, seen on its connection
         self._sent = self._read = 0  # requests sent, and replies read
         self._open_request: int | None = None  # the request that opens the run
         self._awaited: dict[int, Any] = {}  # submitted requests → their values, once read
@@ -71,6 +83,8 @@ class Tracker:
         self.used = False  # it was sent work (else it is killed at once when stopped)
 
     def alive(self) -> bool:
+        if self._proc is None:  # forked by the tracking process: not this process's child
+            return not self._gone
         return self._proc.poll() is None
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
@@ -148,6 +162,7 @@ class Tracker:
         try:
             self._conn.send(message)
         except OSError as e:
+            self._gone = True
             raise TrackerError(f"the tracking process has gone away ({e})") from e
         self._sent += 1
         self.used = True
@@ -160,7 +175,7 @@ class Tracker:
             try:
                 kind, value = self._conn.recv()
             except (EOFError, OSError) as e:
-                self._read = self._sent
+                self._read, self._gone = self._sent, True
                 raise TrackerError("the tracking process ended unexpectedly") from e
             self._read += 1
             if kind == "err":
@@ -174,11 +189,14 @@ class Tracker:
 
     def stop(self, timeout: float = 60.0) -> None:
         """Let the tracking process finish what was sent, and end it."""
-        if not self.used:  # it never had work: no need to wait for its imports
+        if not self.used and self._proc is not None:  # it never had work: no need to wait
             self._proc.kill()
         with contextlib.suppress(Exception):
             self._collect(block=True)
         self._conn.close()
+        self._gone = True
+        if self._proc is None:  # a forked one ends as its connection closes
+            return
         try:
             self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -226,9 +244,9 @@ def start(more: int = 0) -> Tracker:
     ended by :func:`stop`, or at exit)."""
     global _current
     if _current is None:
-        _current = Tracker()
+        _current = Tracker(forks=more)
+        _more.extend(_current.forked)
         atexit.register(stop)
-    _more.extend(Tracker() for _ in range(more - len(_more)))
     return _current
 
 
@@ -265,7 +283,7 @@ def start_for(argv: list[str]) -> Tracker | None:
 def stop() -> None:
     """End this process's tracking processes, once they have stored everything they were sent."""
     global _current
-    every = [t for t in (_current, *_more) if t is not None]
+    every = [t for t in (*_more, _current) if t is not None]  # forked ones first
     _current = None
     _more.clear()
     for t in every:

@@ -19,8 +19,11 @@ from lrexp import signals
 from lrexp.tracker import ACTIVE, ORPHANED, TrackerError
 
 
-def serve(fd: int) -> None:
-    """Run the tracking process: carry out the requests arriving on ``fd`` until it closes."""
+def serve(fd: int, spares: list[int] | None = None) -> None:
+    """Run the tracking process: carry out the requests arriving on ``fd`` until it closes.
+
+    With ``spares``, fork one tracking process for each, serving it, once MLflow is imported
+    and warmed up (before any store is opened: no connection crosses a fork)."""
     sys.argv = sys.argv[1:]  # the training process's: the run's source (mlflow.source.name)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the training process decides how runs end
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -30,10 +33,15 @@ def serve(fd: int) -> None:
     # unreachable server rather than retry each call for minutes.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    conn = Connection(fd)
     from lrexp import tracking
 
     warm_up = _warm_up_steps()
+    if spares:
+        for step in warm_up:
+            step()
+        warm_up = []
+        fd = _fork(fd, spares)
+    conn = Connection(fd)
     state: dict[str, Any] = {"open": False, "heartbeat": None}
     try:
         while True:
@@ -52,6 +60,17 @@ def serve(fd: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
     os._exit(0)  # skip the interpreter's teardown: nothing is left to do
+
+
+def _fork(fd: int, spares: list[int]) -> int:
+    """Fork a process for each spare connection; return the one this process serves."""
+    for i, spare in enumerate(spares):
+        if os.fork() == 0:  # the child serves ``spare`` alone
+            for other in [fd, *spares[i + 1 :]]:
+                os.close(other)
+            return spare
+        os.close(spare)
+    return fd
 
 
 def _carry_out(tracking: Any, state: dict[str, Any], kind: str, what: Any, args, kwargs) -> tuple:
