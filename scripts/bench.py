@@ -373,7 +373,11 @@ def sweep(sz: Sizes, tmp: Path) -> list[Row]:
                 "optimizer.momentum=" + ",".join(f"{v:.3g}" for v in mus)]  # fmt: skip
     many = cli_time(tmp, tuple(multirun), sz)
     what = f"{sz.grid**2}-job Hydra multirun (vmap launcher), MLflow, end to end"
-    rows.append(compare("4", what, many, "one default run (CLI)", cli_time(tmp, (), sz), 3))
+    single = cli_time(tmp, (), sz)
+    rows.append(compare("4", what, many, "one default run (CLI)", single, 3))
+    alone = cli_time(tmp, tuple(multirun), sz, process=False)
+    what = "… tracked in the launching process (`LREXP_TRACKING_PROCESS=0`)"
+    rows.append(compare("4", what, alone, "one default run (CLI)", single, None, "(for scale)"))
     return rows
 
 
@@ -613,7 +617,8 @@ NOTES = {
     "gradients summed over 10, `SGD(lr=0.01, momentum=0.9)`, the same folds, one thread.",
     "4": "`fit.fit_batch` over 8 lr × 8 momentum against `fit.fit` of one config, same data; "
     "then wall times of `python -m lrexp.train -m hydra/launcher=vmap optimizer.lr=… "
-    "optimizer.momentum=…` against `python -m lrexp.train`, on one existing SQLite store.",
+    "optimizer.momentum=…` against `python -m lrexp.train`, on one existing SQLite store; the "
+    "multirun logs its children from two tracking processes (`lrexp.tracker.writers`).",
     "5": "`train.run` (`optimizer=sgd train.batch_size=null train.steps=1000`) with tracking on, "
     "a new experiment in an existing store each time, minus tracking off; the parts are timed by "
     "wrapping lrexp's tracking functions during one more run.",

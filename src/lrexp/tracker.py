@@ -10,6 +10,11 @@ nothing are pipelined: the training process waits only for an answer it needs (t
 model's id) and for the run's end, so the CLI returns once everything is stored, and an error in
 a pipelined call is raised at the next call that waits.
 
+A multirun with lrexp's batched launcher (``-m hydra/launcher=vmap``) gets two such processes,
+its :func:`writers`; the second is forked from the first once that one has imported MLflow. The
+sweep's parent run and its summary go through the first; the children, trained together, are
+logged side by side, one thread of the launching process per writer (:func:`bind`).
+
 The tracking process ignores Ctrl-C and SIGTERM: the training process decides how its run ends
 (KILLED, with the reason) and tells it. If the training process dies without ending its run
 (SIGKILL, out of memory), the tracking process sees the pipe close and ends the run KILLED.
