@@ -244,7 +244,7 @@ def minibatch(sz: Sizes) -> list[Row]:
     epoch, spec = epoch_loop(arrays, h, batch)
     in_blocks, block_spec = epoch_loop(arrays, h, batch, block=BLOCK)
     (ours, first), (x_pass, _), (whole, _), (blocks, _) = race(
-        sz.slow, epoch, one_pass(arrays[0]),
+        sz.mid, epoch, one_pass(arrays[0]),
         lambda: run_fit(arrays, "sgd", h, e, stats=False, batch=batch), in_blocks,
     )  # fmt: skip
 
