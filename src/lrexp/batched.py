@@ -19,7 +19,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from lrexp import config, fit, tracker, train
@@ -192,9 +192,7 @@ def _log_job(
                 record.log_dataset(p)
             outcome = train.conclude(p, fits, run_id)
             if run_id is not None:  # trained already: its inputs go with its outputs
-                resolved = OmegaConf.create(asdict(p.cfg))
-                params = record.input_params(p, resolved)
-                files = record.config_files(resolved, job.overrides)
+                params, files = record.inputs(p, job.overrides)
                 record.log_outputs(p, outcome, context, params=params, files=files)
             train.raise_if_diverged(p, outcome)
     except train.Diverged as e:

@@ -25,10 +25,6 @@ if TYPE_CHECKING:
     from lrexp.train import Outcome, Prepared
 
 
-def _tracking() -> Any:
-    return tracker.tracking()
-
-
 def resolve_run_id(run_id: str) -> str:
     """The id of the run that :func:`start` yielded: a tracking process makes the run while
     this process trains, and yields a stand-in for its id until then."""
@@ -67,7 +63,7 @@ def start(
 
     In a sweep the run is the child of the sweep's parent run, in the experiment the sweep made.
     """
-    tracking = _tracking()
+    tracking = tracker.tracking()
     uri = store.resolve_uri(cfg.tracking.uri, base_dir)
     unreachable = store.check_server(uri)
     if unreachable is not None:
@@ -97,7 +93,7 @@ def start(
 
 def find_finished(p: Prepared) -> dict | None:
     """A FINISHED run of this experiment with the same config hash, if there is one."""
-    tracking = _tracking()
+    tracking = tracker.tracking()
     uri = store.resolve_uri(p.cfg.tracking.uri, p.base_dir)
     return tracking.find_finished(
         uri, p.cfg.tracking.experiment, "lrexp.config_hash", config_hash(p.cfg)
@@ -108,7 +104,7 @@ def record_skipped(
     p: Prepared, name: str, overrides: list[str], sweep: SweepJob | None, done: dict
 ) -> str | None:
     """In a sweep, a FINISHED child pointing at the earlier run, with its summary metrics."""
-    tracking = _tracking()
+    tracking = tracker.tracking()
     if sweep is None:
         return None
     original = done["tags"].get("lrexp.skipped_for", done["run_id"])
@@ -124,11 +120,17 @@ def record_skipped(
 
 def log_inputs(p: Prepared, overrides: list[str]) -> None:
     """Params (the resolved config, flattened), the config files, and the data set."""
-    tracking = _tracking()
-    resolved = OmegaConf.create(asdict(p.cfg))  # as OmegaConf.structured(p.cfg), 2.5x faster
-    tracking.log_params(input_params(p, resolved))
-    tracking.log_files(tracking.active_run_id(), config_files(resolved, overrides))
+    tracking = tracker.tracking()
+    params, files = inputs(p, overrides)
+    tracking.log_params(params)
+    tracking.log_files(tracking.active_run_id(), files)
     log_dataset(p)
+
+
+def inputs(p: Prepared, overrides: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The run's params and config files (see :func:`input_params`, :func:`config_files`)."""
+    resolved = OmegaConf.create(asdict(p.cfg))  # as OmegaConf.structured(p.cfg), 2.5x faster
+    return input_params(p, resolved), config_files(resolved, overrides)
 
 
 def input_params(p: Prepared, resolved: DictConfig) -> dict[str, Any]:
@@ -157,7 +159,7 @@ def config_files(resolved: DictConfig, overrides: list[str]) -> dict[str, str]:
 
 def log_dataset(p: Prepared) -> None:
     ds = p.dataset
-    _tracking().log_dataset(
+    tracker.tracking().log_dataset(
         ds.X, ds.y, features=ds.feature_names, target=ds.target_name, name=ds.name, source=ds.source
     )
 
@@ -201,7 +203,7 @@ def log_curves(
 ) -> None:
     """Curves at their epochs, sampled to ``max_points`` each, the summary scalars (linked to
     the logged model, where there is one) and ``params``, in as few requests as MLflow allows."""
-    tracking = _tracking()
+    tracking = tracker.tracking()
     steps = sample_steps(curves, max_points)
     # A fold that stopped early has a shorter curve: it takes the sampled epochs it reached.
     sampled = {k: np.asarray(v)[steps[steps < len(v)]] for k, v in curves.items()}
@@ -212,7 +214,7 @@ def log_curves(
 
 def log_partial(p: Prepared, run_id: str, fits: list) -> None:
     """The curves of an interrupted run, up to its last finished chunk."""
-    tracking = _tracking()
+    tracking = tracker.tracking()
     ds = p.dataset
     folds = [
         results.evaluate(f, st, ds.X[tr], ds.y[tr], ds.X[te], ds.y[te])
@@ -245,7 +247,7 @@ def log_outputs(
     """The model, then curves and summary metrics in batches, then θ, the full history and the
     figures as one copy of artifacts; ``params`` and ``files`` go in the same requests (a run
     logged after its training: its inputs too, see :func:`input_params`, :func:`config_files`)."""
-    tracking = _tracking()
+    tracking = tracker.tracking()
     ds, folds, names = outcome.dataset, outcome.folds, outcome.names
     t = p.cfg.tracking
     model_id = None

@@ -117,8 +117,7 @@ class Tracker:
     def invoke(self, target: str, *args: Any, **kwargs: Any) -> Any:
         """Call ``target`` (``"lrexp.module:function"``) in the tracking process; return its
         value. For work that reads and writes the store at length, such as a sweep's summary."""
-        self._send(("call", target, args, kwargs))
-        return self._collect(block=True)
+        return self.submit(target, *args, **kwargs)()
 
     def active_run_id(self) -> str:
         """The id of the open run, or :data:`ACTIVE` (which the tracking process reads as that
