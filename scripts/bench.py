@@ -252,21 +252,26 @@ def minibatch(sz: Sizes) -> list[Row]:
         return Stat(*(v / s.chunk for v in (t.median, t.lo, t.hi)))  # chunk epochs a call
 
     def cut(s: fit.LoopSpec) -> str:
-        return f"{s.split} compiled calls" if s.split > 1 else f"{s.chunk} epochs a call"
+        if s.split > 1:
+            return f"{s.split} compiled calls"
+        return f"{s.chunk} epoch{'s' if s.chunk > 1 else ''} a call"
 
     ours = per_epoch(ours, spec)
     what = f"one epoch: n={n:.0e}, M={sz.m}, batch {batch}, shuffled row by row ({cut(spec)})"
     rows = [compare("2", what, ours, "one pass over X", x_pass, 6)]
     what = (
-        f"… shuffled in blocks of {BLOCK} rows (`train.shuffle_block={BLOCK}`, {cut(block_spec)})"
+        f"… shuffled in blocks of {BLOCK} rows (`train.shuffle_block={BLOCK}`; from the blocks' "
+        f"moments, {cut(block_spec)})"
     )
     rows.append(compare("2", what, per_epoch(blocks, block_spec), "one pass over X", x_pass, 6))
     fit_epoch = Stat(*(t / e for t in (whole.median, whole.lo, whole.hi)))
     rows.append(info("2", f"`fit.fit` of {e} epochs / {e} (setup included)", fit_epoch.median))
     Xd = jnp.asarray(arrays[0])
 
-    def setup():
-        return jax.block_until_ready(layouts.training_data(*arrays, spec=spec, dtype=jnp.float32))
+    def setup(s: fit.LoopSpec = spec):
+        key = jax.random.key(0)
+        return jax.block_until_ready(layouts.training_data(*arrays, spec=s, dtype=jnp.float32,
+                                                           key=key))  # fmt: skip
 
     shuffle = jax.jit(data.epoch_batches, static_argnums=(1, 2))
     perm = shuffle(jax.random.key(0), n, n)[0][0]
@@ -275,14 +280,17 @@ def minibatch(sz: Sizes) -> list[Row]:
         *arrays, spec=spec, dtype=jnp.float32, key=jax.random.key(0)
     )
     evaluate, theta = jax.jit(fit._evaluate), jnp.zeros(sz.m + 1, jnp.float32)
-    (t_setup, _), (t_shuffle, _), (t_gather, _), (t_eval, _) = race(
-        sz.slow, setup,
+    (t_setup, _), (t_blocks, _), (t_shuffle, _), (t_gather, _), (t_eval, _) = race(
+        sz.slow, setup, lambda: setup(block_spec),
         lambda: jax.block_until_ready(shuffle(jax.random.key(0), n, batch)),
         lambda: jax.block_until_ready(gather(Xd, perm)),
         lambda: jax.block_until_ready(evaluate(theta, train_d, test_d)),
     )  # fmt: skip
     rows += [
         info("2", "per fit: setup ([X, y] in float32 and float64 statistics)", t_setup.median),
+        info(
+            "2", f"per fit: setup in blocks of {BLOCK} (their layout and moments)", t_blocks.median
+        ),
         info("2", "of each epoch: its order, all at once (`data.epoch_batches`)", t_shuffle.median),
         info("2", "of each epoch: gathering X in that order, alone (`X[perm]`)", t_gather.median),
         info("2", "of each epoch: the evaluation (from the statistics)", t_eval.median),

@@ -67,9 +67,14 @@ def numpy_batches(n: int, batch: int, block: int, key, epochs: int) -> list[list
     return out
 
 
-@pytest.mark.parametrize(("batch", "block"), [(16, 8), (24, 12), (20, 4)])
+# Blocks of 4-8 rows train from their rows; of 12-32 (≥ 2(M+1), M = 5), from their moments.
+@pytest.mark.parametrize(("batch", "block"), [(16, 8), (24, 12), (20, 4), (48, 24), (64, 32)])
 def test_block_shuffled_momentum_sgd_is_numpy_sgd_on_the_same_batches(split, batch, block):
     X, y, *_ = split
+    layout = layouts.BlockMoments if block >= 2 * (X.shape[1] + 1) else layouts.BatchBlocks
+    train, _ = layouts.training_data(*split, spec=spec(batch, block), dtype=jnp.float64,
+                                     key=jax.random.key(0))  # fmt: skip
+    assert isinstance(train, layout)
     result = fit_blocks(split, spec(batch, block))
     key = jax.random.key(0)
     theta, trace = np.zeros(X.shape[1] + 1), np.zeros(X.shape[1] + 1)
@@ -108,15 +113,40 @@ def test_block_shuffled_sgd_reaches_the_least_squares_optimum(split):
     np.testing.assert_allclose(result.theta, star, rtol=1e-3, atol=1e-3)
 
 
-def test_split_epochs_of_blocks_train_exactly_as_whole_epochs(split):
-    whole = fit_blocks(split, spec(24, 12))
-    parts = fit_blocks(split, replace(spec(24, 12), split=4))
+@pytest.mark.parametrize(("batch", "block"), [(24, 12), (48, 24)])
+def test_split_epochs_of_blocks_train_exactly_as_whole_epochs(split, batch, block):
+    whole = fit_blocks(split, spec(batch, block))
+    parts = fit_blocks(split, replace(spec(batch, block), split=4))
     np.testing.assert_allclose(parts.theta, whole.theta, rtol=1e-12)
     np.testing.assert_allclose(parts.history.train_mse, whole.history.train_mse, rtol=1e-12)
 
 
-def test_batched_members_with_one_key_match_their_single_fits_in_blocks(split):
-    s = spec(16, 8)
+def test_float32_sgd_from_moments_is_as_close_to_float64_as_from_the_rows(split):
+    """The moments' terms nearly cancel near the optimum (Gθ̃ ≈ X̃ᵀy), yet float32 SGD from them
+    ends as close to its float64 run as float32 SGD from the rows ends to its own."""
+    cosine = replace(spec(48, 24, epochs=40), schedule="cosine",
+                     schedule_static=(("decay_steps", None),))  # fmt: skip
+    gaps = {}
+    for name, s in (("moments", cosine), ("rows", replace(cosine, block=8))):
+        ends = [
+            fit.fit(
+                *split,
+                spec=s,
+                key=jax.random.key(2),
+                dtype=dtype,
+                hyper=fit.make_hyper(MOMENTUM, {"alpha": 0.0}, None, dtype),
+            )
+            for dtype in (jnp.float32, jnp.float64)
+        ]
+        assert ends[1].history.train_mse[-1] < 0.02  # trained: noise 0.1 → MSE ≈ 0.01
+        gaps[name] = np.max(np.abs(ends[0].theta - ends[1].theta))
+    assert gaps["rows"] < 5e-6  # float32 resolution of θ̃ ≈ 3: 2.4e-7
+    assert gaps["moments"] < 4 * gaps["rows"] + 1e-7, gaps
+
+
+@pytest.mark.parametrize(("batch", "block"), [(16, 8), (48, 24)])
+def test_batched_members_with_one_key_match_their_single_fits_in_blocks(split, batch, block):
+    s = spec(batch, block)
     hypers = [fit.make_hyper({"lr": lr, "momentum": 0.9}, {}, None, jnp.float64)
               for lr in (0.001, 0.002)]  # fmt: skip
     keys = [jax.random.key(3)] * 2  # a sweep shares data only between members of one seed

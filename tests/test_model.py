@@ -388,6 +388,21 @@ def test_loss_on_columns_runs_without_implicit_rank_promotion():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
+def test_the_gradient_from_block_moments_is_the_analytic_gradient(seed):
+    X, y, theta = _problem(seed, n=40, m=3)
+    rows = np.column_stack([np.ones(40), X, y])
+    Z = np.vstack([rows, np.zeros((8, 5))]).reshape(6, 8, 5).transpose(0, 2, 1)
+    S = model.block_moments(jnp.asarray(Z))
+    assert S.shape == (6, 4, 5) and S.dtype == jnp.float64
+    np.testing.assert_allclose(S[-1], 0.0)  # a block of zero rows has zero moments
+    for pick in ([0, 1, 2, 3, 4, 5], [4, 1], [2]):  # a batch: any set of blocks
+        rows = np.concatenate([np.arange(8 * k, min(8 * k + 8, 40)) for k in pick])
+        A, b = _aug(X)[rows], y[rows]
+        grad = model.tsse_grad_moments(jnp.asarray(theta), jnp.sum(S[jnp.asarray(pick)], axis=0))
+        _close(grad, 2 * A.T @ (A @ theta - b), rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
 def test_tsse_of_blocks_and_its_grad_equal_the_analytic_tsse_and_gradient(seed):
     X, y, theta = _problem(seed, n=40, m=3)
     rows = np.column_stack([np.ones(40), X, y])  # z_i = [1, x_i, y_i]

@@ -29,7 +29,7 @@ import optax
 
 from lrexp import data as data_mod
 from lrexp import model, optim
-from lrexp.layouts import BatchBlocks, BatchRows, training_data
+from lrexp.layouts import BatchBlocks, BatchRows, BlockMoments, moments_pay, training_data
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def _transform(spec: LoopSpec, hyper: Hyper, n_train: int):
 def _evaluate(theta, train, test: model.Rows | model.Stats, *, with_grad: bool = False):
     """Full train TSSE and gradient norm, train and test MSE at θ̃, in θ̃'s dtype (and, with
     ``with_grad``, the train gradient, for the next full-batch step to reuse)."""
-    if isinstance(train, BatchRows | BatchBlocks):
+    if isinstance(train, BatchRows | BatchBlocks | BlockMoments):
         train = train.stats
     loss, grad = jax.value_and_grad(model.loss)(theta, train)
     test_mse = model.loss(theta, test) / model.n_rows(test)
@@ -130,19 +130,21 @@ def _evaluate(theta, train, test: model.Rows | model.Stats, *, with_grad: bool =
     return (values, grad) if with_grad else values
 
 
-def _n_static(train: model.Rows | model.Stats | BatchRows | BatchBlocks) -> int:
+def _n_static(train, spec: LoopSpec) -> int:
     """Rows per epoch, where the loop's shape depends on it (mini-batches need rows). Padding
     blocks to whole blocks adds no step while the block divides the batch size."""
     if isinstance(train, BatchRows):
         return train.Z.shape[0]
     if isinstance(train, BatchBlocks):
         return (train.Zb.shape[0] - 1) * train.Zb.shape[2]
+    if isinstance(train, BlockMoments):
+        return (train.S.shape[0] - 1) * spec.block
     return train.X.shape[0] if isinstance(train, model.Rows) else 1
 
 
 def _begin(theta0: jax.Array, train, test, hyper: Hyper, *, spec: LoopSpec):
     """The state before the first step, and history row 0 (the starting point)."""
-    tx, schedule = _transform(spec, hyper, _n_static(train))
+    tx, schedule = _transform(spec, hyper, _n_static(train, spec))
     loss, mse, test_mse, grad_norm = _evaluate(theta0, train, test)
     int0 = jnp.zeros((), jnp.int32)
     no = jnp.zeros((), bool)
@@ -174,7 +176,7 @@ def run_chunk(
     :class:`BatchRows` for mini-batches; for full batches, :class:`model.Columns` (``test``
     :class:`model.Rows`), or :class:`model.Stats` (``test`` then likewise).
     """
-    n = _n_static(train)
+    n = _n_static(train, spec)
     spe = spec.steps_per_epoch(n)
     tx, schedule = _transform(spec, hyper, n)
 
@@ -201,12 +203,15 @@ def run_chunk(
         order = data_mod.shuffle_key(jax.random.fold_in(key, s.epoch))
 
         def gradient(theta, b):
-            if isinstance(train, BatchBlocks):
+            if isinstance(train, BatchBlocks | BlockMoments):
+                blocks = train.Zb if isinstance(train, BatchBlocks) else train.S
                 ids, mask = data_mod.batch_blocks(
-                    order, train.Zb.shape[0] - 1, spec.batch_size // spec.block, b
+                    order, blocks.shape[0] - 1, spec.batch_size // spec.block, b
                 )
-                ids = jnp.where(mask, ids, train.Zb.shape[0] - 1)  # past the end: the zero block
-                return jax.grad(model.tsse_blocks)(theta, train.Zb[ids])
+                ids = jnp.where(mask, ids, blocks.shape[0] - 1)  # past the end: the zero block
+                if isinstance(train, BlockMoments):
+                    return model.tsse_grad_moments(theta, jnp.sum(blocks[ids], axis=0))
+                return jax.grad(model.tsse_blocks)(theta, blocks[ids])
             idx, mask = data_mod.batch_rows(order, n, spec.batch_size, b)
             rows = train.Z[idx]
             X, y, w = rows[:, :-1], rows[:, -1], mask.astype(rows.dtype)
@@ -279,6 +284,9 @@ def chunked(spec: LoopSpec, n_train: int, n_features: int, target_s: float = CHU
         epoch_s = STEP_S
     elif spec.batch_size is None:
         epoch_s = STEP_S + FULL_FLOAT_S * floats * n_train
+    elif spec.block > 1 and moments_pay(n_features, spec.block):  # the blocks' moments
+        step_s = STEP_S + FLOAT_S * floats * (floats + 1) * (spec.batch_size // spec.block)
+        epoch_s = step_s * spec.steps_per_epoch(n_train)
     else:
         step_s = STEP_S + (ROW_S + FLOAT_S * floats) * spec.batch_size
         epoch_s = step_s * spec.steps_per_epoch(n_train)

@@ -62,6 +62,27 @@ def _tsse_blocks_bwd(saved, g):
 tsse_blocks.defvjp(_tsse_blocks_fwd, _tsse_blocks_bwd)
 
 
+def block_moments(Z: jax.Array) -> jax.Array:
+    """Each block's moments Z̃ᵀ[Z̃, y] (blocks, M+1, M+2) in Z's dtype, from blocks laid out as
+    for :func:`tsse_blocks` (Z̃: the ones and the features): a batch of blocks has the TSSE
+    gradient 2 (Σ_k S_k) [θ̃, −1] (:func:`tsse_grad_moments`), whatever its number of rows.
+
+    A sum of outer products over a block's rows: XLA ran it 2× faster here than as a batched
+    matrix product (one small product per block).
+    """
+    S = jnp.zeros((Z.shape[0], Z.shape[1] - 1, Z.shape[1]), Z.dtype)
+    for r in range(Z.shape[2]):  # unrolled: one fused loop over the blocks
+        z = Z[:, :, r]
+        S = S + z[:, :-1, None] * z[:, None, :]
+    return S
+
+
+def tsse_grad_moments(theta: jax.Array, S: jax.Array) -> jax.Array:
+    """The TSSE gradient 2X̃ᵀ(X̃θ̃ − y) = 2 S [θ̃, −1] of rows with moments S = X̃ᵀ[X̃, y]."""
+    coef = jnp.concatenate([theta, -jnp.ones(1, theta.dtype)])
+    return 2 * S @ coef
+
+
 def augment(X: jax.Array) -> jax.Array:
     """X̃ = [1, X]: the design matrix with the bias column."""
     return jnp.concatenate([jnp.ones((X.shape[0], 1), X.dtype), X], axis=1)
