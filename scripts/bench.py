@@ -627,9 +627,10 @@ NOTES = {
     "column sum); a step needs two reads (forward, gradient).",
     "2": "lrexp: the compiled chunks of one epoch, batch 1024 (each step computes its rows' "
     "indices from a keyed bijection, gathers them and steps; the evaluation uses statistics); "
-    "with `shuffle_block`, the bijection orders blocks of rows stored contiguously, and a batch "
-    "is whole blocks; baseline: one read of X (jitted column sum). The parts are timed alone, "
-    "for comparison.",
+    "with `shuffle_block`, the bijection orders blocks of rows stored contiguously, a batch is "
+    "whole blocks, and its gradient comes from the blocks' moments X̃ᵀ[X̃, y] (made once per fit, "
+    "timed on their own line); baseline: one read of X (jitted column sum). The parts are timed "
+    "alone, for comparison.",
     "3": "lrexp: `train.train_folds` of `experiment=tutorial` (tol off: both run every epoch); "
     "baseline: PyTorch CPU, `nn.Linear` from zeros, one forward/backward call per sample, "
     "gradients summed over 10, `SGD(lr=0.01, momentum=0.9)`, the same folds, one thread.",

@@ -156,6 +156,19 @@ def test_batched_members_with_one_key_match_their_single_fits_in_blocks(split, b
         np.testing.assert_allclose(b.theta, one.theta, rtol=1e-10)
 
 
+def test_members_with_their_own_data_and_keys_match_their_single_fits_from_moments(split):
+    """Unshared (stacked) data: each member lays out its blocks, and their moments, by its key."""
+    s, keys = spec(48, 24), [jax.random.key(4), jax.random.key(5)]
+    hyper = fit.make_hyper(MOMENTUM, {}, None, jnp.float64)
+    stacked = [np.stack([a, a]) for a in split]
+    batched = fit.fit_batch(*stacked, spec=s, hypers=[hyper] * 2, keys=keys, dtype=jnp.float64,
+                            shared_data=False)  # fmt: skip
+    ones = [fit.fit(*split, spec=s, hyper=hyper, key=k, dtype=jnp.float64) for k in keys]
+    assert not np.allclose(ones[0].theta, ones[1].theta)  # the keys make different batches
+    for b, one in zip(batched, ones, strict=True):
+        np.testing.assert_allclose(b.theta, one.theta, rtol=1e-10)
+
+
 @pytest.mark.parametrize(
     ("overrides", "allowed"),
     [
