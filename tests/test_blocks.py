@@ -56,9 +56,12 @@ def numpy_batches(n: int, batch: int, block: int, key, epochs: int) -> list[list
     out = []
     for e in range(epochs):
         order = data.shuffle_key(jax.random.fold_in(key, e))
+        every = jax.jit(jax.vmap(data.batch_blocks, in_axes=(None, None, None, 0)),
+                        static_argnums=(1, 2))  # fmt: skip
+        # every batch of the epoch in one call
+        all_ids, all_masks = every(order, n_blocks, batch // block, jnp.arange(steps))
         epoch = []
-        for b in range(steps):
-            ids, mask = data.batch_blocks(order, n_blocks, batch // block, jnp.asarray(b))
+        for ids, mask in zip(np.asarray(all_ids), np.asarray(all_masks), strict=True):
             rows = np.concatenate(
                 [slots[i * block : (i + 1) * block] for i, m in zip(ids, mask, strict=True) if m]
             )
