@@ -55,11 +55,12 @@ class Sizes:
     mid: int = 5  # the torch loop, tracked runs (seconds each)
     slow: int = 3  # subprocesses, mini-batch epochs (seconds to a minute each)
     warm: int = 1  # warm-up calls before subprocess timings
+    full: bool = True  # also the rows for scale and the signal's latency (subprocesses)
 
 
 FULL = Sizes()
 QUICK = Sizes(n=10**4, steps=100, row_steps=10, n_mini=10**5, mini_epochs=2, tutorial_epochs=2,
-              grid=2, repeats=2, mid=1, slow=1, warm=0)  # fmt: skip
+              grid=2, repeats=2, mid=1, slow=1, warm=0, full=False)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -385,8 +386,10 @@ def sweep(sz: Sizes, tmp: Path) -> list[Row]:
     )
     what = f"{sz.grid**2}-job Hydra multirun (vmap launcher), MLflow, end to end"
     rows.append(compare("4", what, many, "one default run (CLI)", single, 3))
-    alone = cli_time(tmp, tuple(multirun), sz, process=False)
     what = "… tracked in the launching process (`LREXP_TRACKING_PROCESS=0`)"
+    if not sz.full:
+        return [*rows, Row("4", what, ratio="full mode only")]
+    alone = cli_time(tmp, tuple(multirun), sz, process=False)
     rows.append(compare("4", what, alone, "one default run (CLI)", single, None, "(for scale)"))
     return rows
 
@@ -501,17 +504,20 @@ def cold_start(sz: Sizes, tmp: Path) -> list[Row]:
         sz.slow + 4 * sz.warm, run, lrexp_cli(tmp, ()), warmup=sz.warm
     )
     name = "python -c 'import jax, optax, hydra, mlflow'"
-    return [
-        compare("6", "python -m lrexp.train, default run on an existing store",
-                ours, name, base, 1.5),
-        compare("6", "… tracked in the training process (`LREXP_TRACKING_PROCESS=0`)",
-                cli_time(tmp, (), sz, process=False), name, base, None, "(for scale)"),
-        compare("6", "… with tracking.enabled=false",
-                cli_time(tmp, ("tracking.enabled=false",), sz), name, base, None, "(for scale)"),
-        compare("6", "… with JAX's compilation cache off (JAX_COMPILATION_CACHE_DIR=)",
-                cli_time(tmp, (), sz, cache=False), name, base, None, "(for scale)"),
-        *signal_latency(sz, tmp),
-    ]  # fmt: skip
+    rows = [compare("6", "python -m lrexp.train, default run on an existing store",
+                    ours, name, base, 1.5)]  # fmt: skip
+    scale = {  # the same CLI run with one setting changed: full mode only
+        "… tracked in the training process (`LREXP_TRACKING_PROCESS=0`)": ((), {"process": False}),
+        "… with tracking.enabled=false": (("tracking.enabled=false",), {}),
+        "… with JAX's compilation cache off (JAX_COMPILATION_CACHE_DIR=)": ((), {"cache": False}),
+    }
+    for what, (args, kw) in scale.items():
+        if not sz.full:
+            rows.append(Row("6", what, ratio="full mode only"))
+            continue
+        t = cli_time(tmp, args, sz, **kw)
+        rows.append(compare("6", what, t, name, base, None, "(for scale)"))
+    return [*rows, *signal_latency(sz, tmp)]
 
 
 # A CLI run whose one epoch takes seconds: 1.6e6 training rows at batch 2.
@@ -524,7 +530,7 @@ def signal_latency(sz: Sizes, tmp: Path) -> list[Row]:
     from mlflow.tracking import MlflowClient
 
     what = "SIGTERM inside a long epoch → the run recorded KILLED (seconds after the signal)"
-    if sz.slow < 3:  # seconds of training per try: full mode only
+    if not sz.full:  # seconds of training per try
         return [Row("6", what, ratio="full mode only")]
     uri = f"sqlite:///{tmp}/signals.db"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_CACHE_HOME": str(tmp / "cache")}
