@@ -51,6 +51,8 @@ def experiment_id(uri: str, name: str) -> str:
         return client.get_experiment_by_name(name).experiment_id
 
 
+# How SQLite, PostgreSQL and MySQL refuse a second insert of one data set's row.
+LOST_DATASET_RACE = ("UNIQUE constraint failed: datasets", "duplicate key", "Duplicate entry")
 HEARTBEAT_S = float(os.environ.get("LREXP_HEARTBEAT_S", "10"))  # seconds between heartbeats
 STORE_RETRIES = int(os.environ.get("LREXP_STORE_RETRIES", "3"))  # after SQLite's own 20 s wait
 
@@ -423,7 +425,14 @@ def log_dataset(
             frame, source=origin, targets=target, name=name, digest=pandas_digest(frame)
         )
     dataset.__dict__["schema"] = numeric_schema(frame)  # the cached property, known already
-    retried(lambda: mlflow.log_input(dataset, context=context))
+    try:
+        retried(lambda: mlflow.log_input(dataset, context=context))
+    except mlflow.exceptions.MlflowException as e:
+        # Parallel jobs logging a new data set at once: MLflow makes its row on first use, and all
+        # but the first to insert it fail (the transaction rolled back). Now it exists: link it.
+        if not any(m in str(e) for m in LOST_DATASET_RACE):
+            raise
+        retried(lambda: mlflow.log_input(dataset, context=context))
 
 
 def pandas_digest(frame: pd.DataFrame) -> str:
