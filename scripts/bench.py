@@ -643,14 +643,14 @@ NOTES = {
     "4": "`fit.fit_batch` over 8 lr × 8 momentum against `fit.fit` of one config, same data; "
     "then wall times of `python -m lrexp.train -m hydra/launcher=vmap optimizer.lr=… "
     "optimizer.momentum=…` against `python -m lrexp.train`, taking turns, on one existing SQLite "
-    "store; the "
-    "multirun logs its children from two tracking processes (`lrexp.tracker.writers`).",
+    "store; the multirun logs its children from two tracking processes "
+    "(`lrexp.tracker.writers`).",
     "5": "`train.run` (`optimizer=sgd train.batch_size=null train.steps=1000`) with tracking on, "
     "a new experiment in an existing store each time, minus tracking off; the parts are timed by "
     "wrapping lrexp's tracking functions during one more run.",
     "6": "subprocess wall times on an existing store (the default run taking turns with the "
-    "baseline), lrexp's JAX compilation cache filled by "
-    "an earlier run (the cache-off row sets `JAX_COMPILATION_CACHE_DIR=`). A tracked run logs "
+    "baseline), lrexp's JAX compilation cache filled by an earlier run (the cache-off row sets "
+    "`JAX_COMPILATION_CACHE_DIR=`). A tracked run logs "
     "from lrexp's tracking process, started before JAX is imported (`lrexp.tracker`).",
     "7": "same data as 1; `SGDRegressor(penalty=None)`, one `partial_fit` epoch at a time until "
     "the train MSE is within 1% of the lstsq optimum (checks not timed); lrexp: the fewest steps "

@@ -135,10 +135,8 @@ def _n_static(train, spec: LoopSpec) -> int:
     blocks to whole blocks adds no step while the block divides the batch size."""
     if isinstance(train, BatchRows):
         return train.Z.shape[0]
-    if isinstance(train, BatchBlocks):
-        return (train.Zb.shape[0] - 1) * train.Zb.shape[2]
-    if isinstance(train, BlockMoments):
-        return (train.S.shape[0] - 1) * spec.block
+    if isinstance(train, BatchBlocks | BlockMoments):  # blocks of spec.block rows, a zero block
+        return (train[0].shape[0] - 1) * spec.block
     return train.X.shape[0] if isinstance(train, model.Rows) else 1
 
 
@@ -204,7 +202,7 @@ def run_chunk(
 
         def gradient(theta, b):
             if isinstance(train, BatchBlocks | BlockMoments):
-                blocks = train.Zb if isinstance(train, BatchBlocks) else train.S
+                blocks = train[0]  # Zb, or S: per block, its rows or its moments
                 ids, mask = data_mod.batch_blocks(
                     order, blocks.shape[0] - 1, spec.batch_size // spec.block, b
                 )
