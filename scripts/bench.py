@@ -36,7 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrexp import config, data, fit, layouts, model, train
+from lrexp import config, train
+from lrexp.core import data, fit, layouts, model
 
 SKIP = "skipped: pip install '.[bench]'"
 
@@ -466,7 +467,7 @@ def timed_parts(totals: dict[str, float]):
 
 
 def tracking_cost(sz: Sizes, tmp: Path) -> list[Row]:
-    from lrexp import tracking
+    from lrexp.tracking import local as tracking
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # log_model's INFO lines
     uri = f"sqlite:///{tmp / 'tracking.db'}"

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from conftest import typed_config
 
-from lrexp import config, data, fit, layouts
+from lrexp import config
 from lrexp.config import ConfigError
+from lrexp.core import data, fit, layouts
 
 N, N_TRAIN = 400, 320
 WEIGHTS = [2.0, -1.5, 3.0, -0.5, 0.3]

@@ -11,7 +11,8 @@ import pytest
 from conftest import compose_config, runs_in, typed_config
 from omegaconf import OmegaConf
 
-from lrexp import config, optim, train
+from lrexp import config, train
+from lrexp.core import optim
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lrexp import model
-from lrexp.data import (
+from lrexp.core import model
+from lrexp.core.data import (
     DataError,
     Dataset,
     Standardizer,

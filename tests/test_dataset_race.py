@@ -13,7 +13,7 @@ import multiprocessing as mp
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from lrexp import tracking
+from lrexp.tracking import local as tracking
 
 JOBS = 6
 

@@ -23,7 +23,8 @@ import pytest
 from conftest import runs_in, typed_config
 from mlflow.tracking import MlflowClient
 
-from lrexp import runs, tracking, train
+from lrexp import runs, train
+from lrexp.tracking import local as tracking
 
 # A full-batch run on the rows that takes minutes unless stopped; progress shows after ~2 s.
 LONG = [

@@ -11,7 +11,8 @@ import optax
 import pytest
 from conftest import typed_config
 
-from lrexp import data, fit, optim, train
+from lrexp import train
+from lrexp.core import data, fit, optim
 
 N, N_TRAIN = 400, 320
 WEIGHTS = [2.0, -1.5, 3.0, -0.5, 0.3]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import lrexp  # noqa: F401  (enables x64)
-from lrexp import model
+from lrexp.core import model
 
 
 def _problem(seed: int, n: int = 40, m: int = 3):
@@ -296,7 +296,7 @@ def test_tsse_and_gradient_from_statistics_equal_the_rows_in_float64():
 
 
 def test_full_batch_fit_from_statistics_follows_the_rows_trajectory():
-    from lrexp import fit
+    from lrexp.core import fit
 
     rng = np.random.default_rng(8)
     X = rng.normal(size=(400, 5))

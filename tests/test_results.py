@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lrexp import model, results
+from lrexp.core import model, results
 
 
 @pytest.mark.parametrize("n", [7, 360, 5000])

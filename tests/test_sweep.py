@@ -16,7 +16,8 @@ import pytest
 from conftest import typed_config
 from mlflow.tracking import MlflowClient
 
-from lrexp import fit, train
+from lrexp import train
+from lrexp.core import fit
 
 SMALL = ["train.epochs=3", "tracking.log_model=false"]
 

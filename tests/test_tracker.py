@@ -20,7 +20,8 @@ from conftest import runs_in, typed_config
 from mlflow.tracking import MlflowClient
 from test_faults import LONG, start, wait_for_training
 
-from lrexp import tracker, train
+from lrexp import train
+from lrexp.tracking import client as tracker
 
 SMALL = ["optimizer=adam", "train.epochs=4", "data.n=120"]
 VARYING_TAGS = {"lrexp.heartbeat"}  # stamped with the time
@@ -100,7 +101,8 @@ def test_the_training_process_never_imports_mlflow(tmp_path, store_uri):
     script = f"""
 import sys
 from conftest import typed_config
-from lrexp import tracker, train
+from lrexp.tracking import client as tracker
+from lrexp import train
 cfg = typed_config("train.epochs=2", "tracking.uri={store_uri}", "tracking.experiment=no-mlflow")
 with tracker.process():
     outcome = train.run(cfg, base_dir={str(tmp_path)!r})

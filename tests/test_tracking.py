@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 
 import lrexp
 from lrexp import train
-from lrexp.data import DataError
+from lrexp.core.data import DataError
 
 CURVES = ["train_mse", "test_mse", "train_tsse", "lr", "grad_norm"]
 CURVES_ORDER = ["train_tsse", "train_mse", "test_mse", "lr", "grad_norm"]  # history.csv's columns
@@ -592,7 +592,7 @@ def test_initializing_a_store_gives_sqlite_the_statistics_to_read_a_curve_by_its
     the plan MLflow's history query gets."""
     import sqlite3
 
-    from lrexp import tracking
+    from lrexp.tracking import local as tracking
 
     path = tmp_path / "m.db"
     uri = f"sqlite:///{path}"

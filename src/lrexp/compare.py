@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def select_runs(uri: str, experiment: str, sweep: str | None) -> tuple[list[dict], str]:
     """The runs to compare (a sweep's children, or an experiment's runs but sweep parents)."""
-    from lrexp import tracking
+    from lrexp.tracking import local as tracking
 
     exp_id = tracking.find_experiment(uri, experiment)
     if sweep is None:
@@ -84,7 +84,7 @@ def select_runs(uri: str, experiment: str, sweep: str | None) -> tuple[list[dict
 
 def sort_value(run: dict, metric: str | None) -> float:
     """A run's value of ``metric`` (None: the sweep objective); NaN where it has none."""
-    from lrexp.sweep_summary import objective
+    from lrexp.tracking.sweep_summary import objective
 
     value = objective(run["metrics"]) if metric is None else run["metrics"].get(metric, math.nan)
     return value if math.isfinite(value) else math.nan
@@ -135,8 +135,8 @@ def write_overlay(uri: str, runs: list[dict], path: Path, title: str) -> int:
 
     A path ending in ``.svg`` gets lrexp's own SVG (no matplotlib needed).
     """
-    from lrexp import tracking
-    from lrexp.sweep_summary import MAX_OVERLAY
+    from lrexp.tracking import local as tracking
+    from lrexp.tracking.sweep_summary import MAX_OVERLAY
 
     names = [r["name"] for r in runs]
     curves = {}
@@ -149,7 +149,7 @@ def write_overlay(uri: str, runs: list[dict], path: Path, title: str) -> int:
     if curves:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix.lower() == ".svg":
-            from lrexp import plots
+            from lrexp.report import plots
 
             path.write_text(plots.overlay(curves, title=title), encoding="utf-8")
         else:
@@ -179,7 +179,7 @@ def _overlay_png(curves: dict, title: str, path: Path) -> None:
 
 def compare(args: argparse.Namespace) -> str:
     """The leaderboard's text; writes the overlay plot. Raises :class:`CompareError`."""
-    from lrexp import tracking
+    from lrexp.tracking import local as tracking
 
     uri = tracking.resolve_uri(args.uri, os.getcwd())
     if (missing := tracking.missing_store(uri)) is not None:

@@ -100,7 +100,9 @@ def _dirty(tags: dict[str, str]) -> bool:
 
 def reproduce(args: argparse.Namespace) -> int:
     """Re-run the run, print θ logged against θ now; return 0 if it matches, else 1."""
-    from lrexp import provenance, tracking, train
+    from lrexp import train
+    from lrexp.pipeline import provenance
+    from lrexp.tracking import local as tracking
 
     uri = tracking.resolve_uri(args.uri, os.getcwd())
     if (missing := tracking.missing_store(uri)) is not None:
@@ -161,7 +163,7 @@ def theta_report(names: list[str], logged: np.ndarray, now: np.ndarray) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Reproduce a run; return the exit status: 0 θ matches, 1 θ differs, 2 bad input."""
     args = parse_args(argv)
-    from lrexp.data import DataError
+    from lrexp.core.data import DataError
 
     try:
         return reproduce(args)

@@ -16,7 +16,7 @@ DEFAULT_STALE_S = 120.0  # well above the heartbeat interval (10 s) and a busy s
 
 def reap(uri: str, experiment: str | None, older_than: float) -> list[dict]:
     """Mark stale RUNNING runs KILLED with the reason; return them."""
-    from lrexp import tracking
+    from lrexp.tracking import local as tracking
 
     stale = tracking.stale_runs(uri, experiment, older_than)
     for r in stale:
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from pathlib import Path
 
-    from lrexp import tracking
+    from lrexp.tracking import local as tracking
 
     uri = tracking.resolve_uri(args.uri, Path.cwd())
     if tracking.missing_store(uri) is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if __name__ == "__main__":  # the CLI: MLflow's process starts before JAX is imported (tracker)
-    from lrexp import tracker
+    from lrexp.tracking import client as tracker
 
     tracker.start_for(sys.argv[1:])
 
@@ -31,12 +31,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from lrexp import config, data, diagnostics, fit, optim, results, signals
+from lrexp import config
 from lrexp.config import Config, ConfigError
-from lrexp.data import DataError, Dataset
+from lrexp.core import data, diagnostics, fit, optim, results
+from lrexp.core.data import DataError, Dataset
+from lrexp.tracking import signals
 
 if TYPE_CHECKING:
-    from lrexp.sweep import SweepJob
+    from lrexp.sweeps.callback import SweepJob
 
 log = logging.getLogger("lrexp")
 PROGRESS_AFTER_S = 2.0  # runs shorter than this print no progress lines
@@ -130,7 +132,7 @@ def run_name(cfg: Config, overrides: list[str]) -> str:
     """The MLflow run name: the configured one, else the overrides, else optimizer-data."""
     if cfg.tracking.run_name:
         return cfg.tracking.run_name
-    from lrexp.sweep import describe
+    from lrexp.sweeps.callback import describe
 
     return describe(overrides) or f"{cfg.optimizer.name}-{cfg.data.name}"
 
@@ -265,7 +267,7 @@ def tracked(p: Prepared, overrides: list[str], sweep: SweepJob | None = None):
     """The context of the run's MLflow run: yields its id, or None with tracking off."""
     if not p.cfg.tracking.enabled:
         return contextlib.nullcontext(None)
-    from lrexp import record  # deferred: mlflow's import is the slowest of all
+    from lrexp.pipeline import record  # deferred: mlflow's import is the slowest of all
 
     name = run_name(p.cfg, overrides if sweep is None else sweep.varying(overrides))
     return record.start(p.cfg, p.base_dir, name, overrides, sweep)
@@ -287,7 +289,7 @@ def run(
             return skipped
     with tracked(p, overrides, sweep) as run_id:
         if run_id is not None:
-            from lrexp import record
+            from lrexp.pipeline import record
 
             record.log_inputs(p, overrides)
         try:
@@ -316,7 +318,7 @@ def raise_if_diverged(p: Prepared, outcome: Outcome) -> None:
 
 
 def skip_if_finished(p: Prepared, overrides: list[str], sweep: SweepJob | None) -> Outcome | None:
-    from lrexp import record
+    from lrexp.pipeline import record
 
     done = record.find_finished(p)
     if done is None:
@@ -344,7 +346,7 @@ def objective_of(summary: dict) -> float:
 
 
 def print_summary(p: Prepared, outcome: Outcome) -> None:
-    from lrexp import report
+    from lrexp.report import text as report
 
     ui = None
     if outcome.run_id is not None:
@@ -383,8 +385,8 @@ def main(cfg: DictConfig) -> float:
     use_compilation_cache()
     sweep = None
     if hc.mode == RunMode.MULTIRUN and cfg.tracking.enabled:
-        from lrexp import sweep as sweep_mod
-        from lrexp.store import resolve_uri
+        from lrexp.sweeps import callback as sweep_mod
+        from lrexp.tracking.store import resolve_uri
 
         uri = resolve_uri(cfg.tracking.uri, hydra.utils.get_original_cwd())
         sweep = sweep_mod.job_context(hc.job.num, uri, cfg.tracking.experiment)
@@ -403,7 +405,7 @@ def main(cfg: DictConfig) -> float:
         )
         if sweep is None:
             _fail(error)
-        from lrexp import sweep as sweep_mod
+        from lrexp.sweeps import callback as sweep_mod
 
         sweep_mod.record_bad_job(overrides, sweep, error)
     except Diverged as e:
@@ -462,7 +464,8 @@ def _fail(error: Exception) -> None:
 
 def cli() -> None:
     """``python -m lrexp.train``: check a single run's overrides in one line, then run Hydra."""
-    from lrexp import preflight, tracker
+    from lrexp import preflight
+    from lrexp.tracking import client as tracker
 
     try:
         use_compilation_cache()

@@ -139,7 +139,8 @@ class VmapLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from lrexp import batched, train
+        from lrexp import train
+        from lrexp.sweeps import batched
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None

@@ -25,7 +25,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from lrexp import signals, store, tracker
+from lrexp.tracking import client as tracker
+from lrexp.tracking import signals, store
 
 log = logging.getLogger("lrexp")
 
@@ -132,7 +133,7 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.tracking.enabled:
             return
-        from lrexp import provenance
+        from lrexp.pipeline import provenance
 
         tracking = tracker.tracking()  # with the batched launcher, the CLI's tracking process
         self.uri = store.resolve_uri(config.tracking.uri, os.getcwd())
@@ -189,11 +190,11 @@ class SweepCallback(Callback):
             t = config.tracking
             best_model = t.log_model and t.get("sweep_model", "best") == "best"
             args = (self.uri, self.exp_id, self.parent)
-            summarize = "lrexp.sweep_summary:summarize"
+            summarize = "lrexp.tracking.sweep_summary:summarize"
             if isinstance(tracking, tracker.Tracker):  # it reads and writes the store at length
                 summary = tracking.invoke(summarize, *args, best_model=best_model)
             else:
-                from lrexp import sweep_summary
+                from lrexp.tracking import sweep_summary
 
                 summary = sweep_summary.summarize(*args, best_model=best_model)
             print(summary, flush=True)

@@ -25,8 +25,8 @@ import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from lrexp import signals, store
-from lrexp.store import check_server, missing_store, resolve_uri  # noqa: F401  (callers use them here)
+from lrexp.tracking import signals, store
+from lrexp.tracking.store import check_server, missing_store, resolve_uri  # noqa: F401  (callers use them here)
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -22,9 +22,11 @@ import numpy as np
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from lrexp import config, fit, tracker, train
+from lrexp import config, train
 from lrexp.config import ConfigError
-from lrexp.data import DataError
+from lrexp.core import fit
+from lrexp.core.data import DataError
+from lrexp.tracking import client as tracker
 
 log = logging.getLogger("lrexp")
 STACK_BYTES = 2**30  # most memory that per-member copies of the data may take in one batch
@@ -94,7 +96,7 @@ def train_batch(members: list[tuple[Job, train.Prepared]]) -> list[list[fit.FitR
 
 def run_jobs(jobs: list[Job], base_dir: str | Path, max_batch: int = 256) -> dict[int, float]:
     """Check, train (batched) and log every job; return each job's objective (NaN if it failed)."""
-    from lrexp import sweep
+    from lrexp.sweeps import callback as sweep
 
     objectives: dict[int, float] = {}
     prepared = []
@@ -169,8 +171,8 @@ def _report(job: Job, logged: tuple[float, bool]) -> float:
 
 
 def _sweep_context(job: Job, base_dir: str | Path):
-    from lrexp import sweep
-    from lrexp.store import resolve_uri
+    from lrexp.sweeps import callback as sweep
+    from lrexp.tracking.store import resolve_uri
 
     t = job.cfg.tracking
     if not t.enabled:
@@ -183,7 +185,7 @@ def _log_job(
 ) -> tuple[float, bool]:
     """Record one trained job as its own run; return its objective (NaN if logging failed,
     inf if it diverged) and whether it succeeded."""
-    from lrexp import record
+    from lrexp.pipeline import record
 
     context = _sweep_context(job, base_dir)
     try:

@@ -14,7 +14,8 @@ import re
 import numpy as np
 import pandas as pd
 
-from lrexp import plots, tracking
+from lrexp.report import plots
+from lrexp.tracking import local as tracking
 
 log = logging.getLogger("lrexp")
 

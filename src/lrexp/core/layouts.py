@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lrexp import data as data_mod
-from lrexp import model
+from lrexp.core import data as data_mod
+from lrexp.core import model
 
 if TYPE_CHECKING:
-    from lrexp.fit import LoopSpec
+    from lrexp.core.fit import LoopSpec
 
 
 class BatchRows(NamedTuple):

@@ -17,11 +17,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from lrexp import plots, provenance, results, store, tracker
 from lrexp.config import Config, ConfigError
+from lrexp.core import results
+from lrexp.pipeline import provenance
+from lrexp.report import plots
+from lrexp.tracking import client as tracker
+from lrexp.tracking import store
 
 if TYPE_CHECKING:
-    from lrexp.sweep import SweepJob
+    from lrexp.sweeps.callback import SweepJob
     from lrexp.train import Outcome, Prepared
 
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from lrexp import signals
-from lrexp.tracker import ACTIVE, ORPHANED, TrackerError
+from lrexp.tracking import signals
+from lrexp.tracking.client import ACTIVE, ORPHANED, TrackerError
 
 
 def serve(fd: int, spares: list[int] | None = None) -> None:
@@ -33,7 +33,7 @@ def serve(fd: int, spares: list[int] | None = None) -> None:
     # unreachable server rather than retry each call for minutes.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    from lrexp import tracking
+    from lrexp.tracking import local as tracking
 
     warm_up = _warm_up_steps()
     if spares:

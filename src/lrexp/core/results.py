@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-from lrexp import model
-from lrexp.data import Standardizer
-from lrexp.fit import FitResult
+from lrexp.core import model
+from lrexp.core.data import Standardizer
+from lrexp.core.fit import FitResult
 
 
 @dataclass(frozen=True)

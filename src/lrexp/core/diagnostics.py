@@ -12,7 +12,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from lrexp import model
+from lrexp.core import model
 
 # Optimizers whose step is lr × gradient: their stability depends on the loss's scale.
 GRADIENT_SCALED = frozenset({"sgd", "momentum", "nesterov"})

@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lrexp import data as data_mod
-from lrexp import model, optim
-from lrexp.layouts import BatchBlocks, BatchRows, BlockMoments, moments_pay, training_data
+from lrexp.core import data as data_mod
+from lrexp.core import model, optim
+from lrexp.core.layouts import BatchBlocks, BatchRows, BlockMoments, moments_pay, training_data
 
 
 @dataclass(frozen=True)

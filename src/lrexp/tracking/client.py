@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import Any
 
-from lrexp import signals
+from lrexp.tracking import signals
 
 # Calls of lrexp.tracking that return nothing: sent without waiting for the tracking process.
 PIPELINED = frozenset(
@@ -67,7 +67,7 @@ class Tracker:
         if _conn is None:
             pairs = [socket.socketpair() for _ in range(1 + forks)]
             fds = [theirs.fileno() for _, theirs in pairs]
-            serve_code = f"from lrexp.tracking_process import serve; serve({fds[0]}, {fds[1:]})"
+            serve_code = f"from lrexp.tracking.server import serve; serve({fds[0]}, {fds[1:]})"
             self._proc = subprocess.Popen(  # given this process's argv: MLflow's run source
                 [sys.executable, "-c", serve_code, *sys.argv],
                 pass_fds=fds,
@@ -240,7 +240,7 @@ def tracking() -> Any:
     :func:`current`), else here (imported only now: MLflow is slow to import)."""
     import importlib
 
-    return current() or importlib.import_module("lrexp.tracking")
+    return current() or importlib.import_module("lrexp.tracking.local")
 
 
 def start(more: int = 0) -> Tracker:
