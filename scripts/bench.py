@@ -36,7 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrexp import config, train
+import lrexp
+from lrexp import config, pipeline
 from lrexp.core import data, fit, layouts, model
 
 SKIP = "skipped: pip install '.[bench]'"
@@ -131,7 +132,7 @@ def hyper(optimizer: str, lr: float, **knobs: float) -> fit.Hyper:
 
 
 def run_fit(arrays, optimizer: str, h: fit.Hyper, epochs: int, *, stats=True, batch=None):
-    """``fit.fit`` with the loop's chunking as ``train.loop_spec`` would choose it."""
+    """``fit.fit`` with the loop's chunking as ``pipeline.loop_spec`` would choose it."""
     spec = fit.LoopSpec(optimizer, "constant", batch_size=batch, epochs=epochs, stats=stats)
     spec = fit.chunked(spec, *arrays[0].shape)
     return fit.fit(*arrays, spec=spec, hyper=h, key=jax.random.key(0))
@@ -310,7 +311,7 @@ def compose(*overrides: str) -> config.Config:
         return config.to_object(hydra_compose("config", overrides=list(overrides)))
 
 
-def torch_tutorial(p: train.Prepared, epochs: int) -> float:
+def torch_tutorial(p: pipeline.Prepared, epochs: int) -> float:
     """The tutorial's loop: one Python call per sample, gradients summed over 10, momentum SGD."""
     import torch
 
@@ -339,9 +340,9 @@ def torch_tutorial(p: train.Prepared, epochs: int) -> float:
 
 def tutorial(sz: Sizes) -> list[Row]:
     e = sz.tutorial_epochs  # tol off in both: both run every epoch, the same 6 × e × 30 steps
-    p = train.prepare(compose("experiment=tutorial", "tracking.enabled=false", "train.tol=null",
+    p = pipeline.prepare(compose("experiment=tutorial", "tracking.enabled=false", "train.tol=null",
                               f"train.epochs={e}"))  # fmt: skip
-    lrexp_folds = functools.partial(train.train_folds, p, progress=False)
+    lrexp_folds = functools.partial(pipeline.train_folds, p, progress=False)
     what = f"tutorial protocol: 6 folds × {e} epochs × batches of 10 (compute)"
     try:
         import torch
@@ -432,15 +433,15 @@ def cli_time(
 
 # --- 5. the cost of tracking -------------------------------------------------------------------
 PARTS = {  # what a tracked run adds, part by part: label → the functions timed for it
-    "provenance tags (git subprocesses)": "lrexp.provenance:tags",
-    "experiment lookup, open and end the run": "lrexp.tracking:experiment_id mlflow:start_run "
-    "mlflow.tracking.fluent:end_run",
-    "params": "lrexp.tracking:log_params",
-    "data set (log_input)": "lrexp.tracking:log_dataset",
-    "metrics (sampled curves and summary, log_batch)": "lrexp.record:log_curves",
-    "figures: draw SVG": "lrexp.plots:loss_curve lrexp.plots:fitted_vs_actual",
-    "artifacts: config, θ, history.csv, figures (log_files)": "lrexp.tracking:log_files",
-    "model (pyfunc log_model)": "lrexp.tracking:log_model",
+    "provenance tags (git subprocesses)": "lrexp.pipeline.provenance:tags",
+    "experiment lookup, open and end the run": "lrexp.tracking.lifecycle:experiment_id "
+    "mlflow:start_run mlflow.tracking.fluent:end_run",
+    "params": "lrexp.tracking.writer:log_params",
+    "data set (log_input)": "lrexp.tracking.writer:log_dataset",
+    "metrics (sampled curves and summary, log_batch)": "lrexp.pipeline.record:log_curves",
+    "figures: draw SVG": "lrexp.report.plots:loss_curve lrexp.report.plots:fitted_vs_actual",
+    "artifacts: config, θ, history.csv, figures (log_files)": "lrexp.tracking.writer:log_files",
+    "model (pyfunc log_model)": "lrexp.tracking.writer:log_model",
 }
 
 
@@ -467,17 +468,17 @@ def timed_parts(totals: dict[str, float]):
 
 
 def tracking_cost(sz: Sizes, tmp: Path) -> list[Row]:
-    from lrexp.tracking import local as tracking
+    from lrexp.tracking import lifecycle
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # log_model's INFO lines
     uri = f"sqlite:///{tmp / 'tracking.db'}"
-    tracking.init_store(uri)
+    lifecycle.init_store(uri)
     common = ["optimizer=sgd", "optimizer.lr=0.001", "train.batch_size=null",
               f"train.steps={sz.steps}", f"tracking.uri={uri}"]  # fmt: skip
 
     def run(*more: str) -> None:
         with contextlib.redirect_stdout(io.StringIO()):
-            train.run(compose(*common, *more))
+            pipeline.run(compose(*common, *more))
 
     def on() -> None:  # a fresh experiment in the existing store, every time
         run(f"tracking.experiment=bench-{uuid.uuid4().hex[:8]}")
@@ -638,17 +639,17 @@ NOTES = {
     "whole blocks, and its gradient comes from the blocks' moments X̃ᵀ[X̃, y] (made once per fit, "
     "timed on their own line); baseline: one read of X (jitted column sum). The parts are timed "
     "alone, for comparison.",
-    "3": "lrexp: `train.train_folds` of `experiment=tutorial` (tol off: both run every epoch); "
+    "3": "lrexp: `pipeline.train_folds` of `experiment=tutorial` (tol off: both run every epoch); "
     "baseline: PyTorch CPU, `nn.Linear` from zeros, one forward/backward call per sample, "
     "gradients summed over 10, `SGD(lr=0.01, momentum=0.9)`, the same folds, one thread.",
     "4": "`fit.fit_batch` over 8 lr × 8 momentum against `fit.fit` of one config, same data; "
     "then wall times of `python -m lrexp.train -m hydra/launcher=vmap optimizer.lr=… "
     "optimizer.momentum=…` against `python -m lrexp.train`, taking turns, on one existing SQLite "
     "store; the multirun logs its children from two tracking processes "
-    "(`lrexp.tracker.writers`).",
-    "5": "`train.run` (`optimizer=sgd train.batch_size=null train.steps=1000`) with tracking on, "
-    "a new experiment in an existing store each time, minus tracking off; the parts are timed by "
-    "wrapping lrexp's tracking functions during one more run.",
+    "(`lrexp.tracking.client.writers`).",
+    "5": "`pipeline.run` (`optimizer=sgd train.batch_size=null train.steps=1000`) with tracking "
+    "on, a new experiment in an existing store each time, minus tracking off; the parts are timed "
+    "by wrapping lrexp's tracking functions during one more run.",
     "6": "subprocess wall times on an existing store (the default run taking turns with the "
     "baseline), lrexp's JAX compilation cache filled by an earlier run (the cache-off row sets "
     "`JAX_COMPILATION_CACHE_DIR=`). A tracked run logs "
@@ -685,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="also write the table as markdown here")
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run this section")
     args = parser.parse_args(argv)
-    train.quiet_libraries()
+    lrexp.quiet_libraries()
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     sz, rows = (QUICK if args.quick else FULL), []
     with tempfile.TemporaryDirectory(prefix="lrexp-bench-") as tmp:

@@ -19,7 +19,7 @@ import pytest
 from conftest import runs_in, typed_config
 from mlflow.tracking import MlflowClient
 
-from lrexp import compare, train
+from lrexp import compare, pipeline
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SMALL = ["train.epochs=3", "tracking.log_model=false", "optimizer=adam"]
@@ -63,7 +63,9 @@ def runs(store_uri, tmp_path_factory) -> Runs:
     ids = []
     for variant in VARIANTS:
         overrides = [*tracked, *SMALL, *variant]
-        ids.append(train.run(typed_config(*overrides), base_dir=base, overrides=overrides).run_id)
+        ids.append(
+            pipeline.run(typed_config(*overrides), base_dir=base, overrides=overrides).run_id
+        )
     for run_id in ids:  # `reverse` orders the runs opposite to their final test MSE
         test_mse = client.get_run(run_id).data.metrics["final_test_mse"]
         client.log_metric(run_id, "reverse", -test_mse)

@@ -11,7 +11,7 @@ import pytest
 from conftest import compose_config, runs_in, typed_config
 from omegaconf import OmegaConf
 
-from lrexp import config, train
+from lrexp import config, pipeline
 from lrexp.core import optim
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -58,7 +58,7 @@ def test_every_option_composes_validates_and_trains(group, option, small_csv):
         assert getattr(cfg, group).name == option
     config.validate(cfg, small_csv.parent)
 
-    outcome = train.run(cfg, base_dir=small_csv.parent, overrides=overrides)
+    outcome = pipeline.run(cfg, base_dir=small_csv.parent, overrides=overrides)
     n_features = 3 if option == "csv" else 5  # csv: a, b, unused; generators: 5 weights
     assert outcome.theta.shape == (n_features + 1,)
     assert np.all(np.isfinite(outcome.theta)) and np.all(np.isfinite(outcome.theta_star))
@@ -178,7 +178,7 @@ def test_pipeline_rejects_batch_larger_than_its_training_rows():
         "tracking.enabled=false",
     )
     with pytest.raises(config.ConfigError) as exc:
-        train.run(cfg)
+        pipeline.run(cfg)
     assert exc.value.key == "train.batch_size"
     assert f"({n_train})" in str(exc.value)
 
@@ -186,12 +186,12 @@ def test_pipeline_rejects_batch_larger_than_its_training_rows():
 # --- a bad value creates nothing -----------------------------------------------------------------
 def test_bad_value_creates_no_mlflow_run(store_uri, experiment, tracked):
     with pytest.raises(config.ConfigError) as exc:
-        train.run(typed_config("optimizer.lr=-1", *tracked))
+        pipeline.run(typed_config("optimizer.lr=-1", *tracked))
     assert exc.value.key == "optimizer.lr"
     assert runs_in(store_uri, experiment) == []
     # the same store and experiment do record a run once the value is good
     small = ["data.n=40", "train.epochs=1", "tracking.log_model=false"]
-    outcome = train.run(typed_config("optimizer.lr=0.001", *small, *tracked))
+    outcome = pipeline.run(typed_config("optimizer.lr=0.001", *small, *tracked))
     assert [r.info.run_id for r in runs_in(store_uri, experiment)] == [outcome.run_id]
 
 

@@ -13,24 +13,24 @@ import multiprocessing as mp
 import numpy as np
 from mlflow.tracking import MlflowClient
 
-from lrexp.tracking import local as tracking
+from lrexp.tracking import lifecycle, writer
 
 JOBS = 6
 
 
 def _job(uri: str, exp_id: str, barrier, results) -> None:
     X = np.arange(40.0).reshape(20, 2)
-    with tracking.run(uri, None, "job", {}, exp_id=exp_id) as run_id:
+    with lifecycle.run(uri, None, "job", {}, exp_id=exp_id) as run_id:
         barrier.wait()
-        tracking.log_dataset(X, X.sum(axis=1), features=["a", "b"], target="y", name="same",
+        writer.log_dataset(X, X.sum(axis=1), features=["a", "b"], target="y", name="same",
                              source="make_linear(seed=0)")  # fmt: skip
         results.put(run_id)
 
 
 def test_jobs_logging_one_new_data_set_at_once_all_log_it(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracking.init_store(uri)
-    exp_id = tracking.experiment_id(uri, "race")
+    lifecycle.init_store(uri)
+    exp_id = lifecycle.experiment_id(uri, "race")
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(JOBS), ctx.Queue()
     procs = [ctx.Process(target=_job, args=(uri, exp_id, barrier, results)) for _ in range(JOBS)]

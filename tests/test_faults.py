@@ -23,8 +23,8 @@ import pytest
 from conftest import runs_in, typed_config
 from mlflow.tracking import MlflowClient
 
-from lrexp import runs, train
-from lrexp.tracking import local as tracking
+from lrexp import pipeline, runs
+from lrexp.tracking import lifecycle, writer
 
 # A full-batch run on the rows that takes minutes unless stopped; progress shows after ~2 s.
 LONG = [
@@ -175,8 +175,8 @@ def test_sigterm_stops_a_sweep_and_marks_its_parent(tmp_path):
 def test_exception_ends_failed_with_reason_and_traceback_keeping_what_was_logged(
     store_uri, experiment
 ):
-    with pytest.raises(ZeroDivisionError), tracking.run(store_uri, experiment, "boom", {}) as rid:
-        tracking.log_metrics(rid, {"train_mse": [3.0, 2.0]}, {})
+    with pytest.raises(ZeroDivisionError), lifecycle.run(store_uri, experiment, "boom", {}) as rid:
+        writer.log_metrics(rid, {"train_mse": [3.0, 2.0]}, {})
         1 / 0  # noqa: B018
     run = MlflowClient(store_uri).get_run(rid)
     assert run.info.status == "FAILED"
@@ -193,7 +193,7 @@ def test_exception_ends_failed_with_reason_and_traceback_keeping_what_was_logged
 
 
 def test_sys_exit_zero_inside_a_run_is_not_a_failure(store_uri, experiment):
-    with pytest.raises(SystemExit), tracking.run(store_uri, experiment, "exit", {}) as rid:
+    with pytest.raises(SystemExit), lifecycle.run(store_uri, experiment, "exit", {}) as rid:
         sys.exit(0)
     assert MlflowClient(store_uri).get_run(rid).info.status == "FINISHED"
 
@@ -207,8 +207,8 @@ def test_divergence_fails_the_run_at_its_step_keeping_the_last_finite_theta(stor
         f"tracking.uri={store_uri}",
         f"tracking.experiment={experiment}",
     )
-    with pytest.raises(train.Diverged, match=r"diverged at step \d+"):
-        train.run(cfg)
+    with pytest.raises(pipeline.Diverged, match=r"diverged at step \d+"):
+        pipeline.run(cfg)
     run = only_run(store_uri, experiment)
     assert run.info.status == "FAILED"
     assert "diverged at step" in run.data.tags["lrexp.failure_reason"]
@@ -251,19 +251,19 @@ def test_diverged_job_gets_a_rankable_value_and_the_sweep_goes_on(tmp_path):
 
 def test_learning_rate_above_the_stable_bound_warns_before_training(caplog):
     with caplog.at_level(logging.WARNING, logger="lrexp"):
-        p = train.prepare(
+        p = pipeline.prepare(
             typed_config("optimizer=sgd", "optimizer.lr=0.5", "tracking.enabled=false")
         )
     assert p.checks.stable_lr < 0.5
     assert any("exceeds the largest stable learning rate" in r.message for r in caplog.records)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="lrexp"):
-        train.prepare(typed_config("optimizer=adam", "tracking.enabled=false"))
+        pipeline.prepare(typed_config("optimizer=adam", "tracking.enabled=false"))
     assert not caplog.records  # Adam's steps do not scale with the loss
 
 
 def test_stable_bound_is_two_over_the_largest_curvature():
-    p = train.prepare(
+    p = pipeline.prepare(
         typed_config("optimizer=sgd", "train.batch_size=null", "tracking.enabled=false")
     )
     X = p.arrays(0)[0]
@@ -275,12 +275,12 @@ def test_stable_bound_is_two_over_the_largest_curvature():
 def test_ill_conditioned_float32_run_warns_and_advises_float64(caplog):
     overrides = ["data=collinear", "data.collinearity=0.99999", "tracking.enabled=false"]
     with caplog.at_level(logging.WARNING, logger="lrexp"):
-        p = train.prepare(typed_config(*overrides))
+        p = pipeline.prepare(typed_config(*overrides))
     assert p.checks.hessian_condition * np.finfo(np.float32).eps > 0.01
     assert any("train.dtype=float64" in r.message for r in caplog.records)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="lrexp"):
-        train.prepare(typed_config(*overrides, "train.dtype=float64"))
+        pipeline.prepare(typed_config(*overrides, "train.dtype=float64"))
     assert not caplog.records  # float64 resolves it
 
 
@@ -314,7 +314,7 @@ def test_odd_column_names_and_long_values_never_fail_a_run(tmp_path, store_uri, 
         f"tracking.uri={store_uri}",
         f"tracking.experiment={experiment}",
     )
-    outcome = train.run(cfg)
+    outcome = pipeline.run(cfg)
     run = MlflowClient(store_uri).get_run(outcome.run_id)
     assert run.info.status == "FINISHED"
     assert outcome.theta == pytest.approx([1.0, 1.0, 2.0, 3.0], abs=1e-4)
@@ -326,20 +326,20 @@ def test_store_locked_past_sqlites_wait_fails_clearly_and_keeps_what_was_logged(
     """A real second connection holds the store's exclusive lock for longer than SQLite's 20 s
     wait plus one retry: the write fails with a clear error, and what was logged before stays."""
     uri, db = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "mlflow.db"
-    monkeypatch.setattr(tracking, "STORE_RETRIES", 1)
+    monkeypatch.setattr(lifecycle, "STORE_RETRIES", 1)
     holder = None
     with (
-        pytest.raises(tracking.StoreLocked, match="stayed locked"),
-        tracking.run(uri, "locked", "locked", {}) as rid,
+        pytest.raises(lifecycle.StoreLocked, match="stayed locked"),
+        lifecycle.run(uri, "locked", "locked", {}) as rid,
     ):
-        tracking.log_metrics(rid, {"train_mse": [2.0, 1.0]}, {})
+        writer.log_metrics(rid, {"train_mse": [2.0, 1.0]}, {})
         script = (
             f"import sqlite3, sys, time; c = sqlite3.connect({str(db)!r}); "
             "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(48)"
         )
         holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
         assert holder.stdout.readline().strip() == "locked"
-        tracking.log_metrics(rid, {"test_mse": [5.0]}, {})  # waits 20 s, twice, then fails
+        writer.log_metrics(rid, {"test_mse": [5.0]}, {})  # waits 20 s, twice, then fails
     holder.wait(timeout=60)
     client = MlflowClient(uri)
     run = client.get_run(rid)

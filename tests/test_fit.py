@@ -11,7 +11,7 @@ import optax
 import pytest
 from conftest import typed_config
 
-from lrexp import train
+from lrexp import pipeline
 from lrexp.core import data, fit, optim
 
 N, N_TRAIN = 400, 320
@@ -106,7 +106,7 @@ def test_every_optimizer_reaches_least_squares_optimum(
 # --- the tutorial protocol through the whole pipeline -------------------------------------------
 @pytest.fixture(scope="module")
 def tutorial():
-    return train.run(typed_config("experiment=tutorial", "tracking.enabled=false"))
+    return pipeline.run(typed_config("experiment=tutorial", "tracking.enabled=false"))
 
 
 def test_tutorial_protocol_has_six_folds_of_60_test_and_300_train_rows(tutorial):

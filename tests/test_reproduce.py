@@ -21,7 +21,7 @@ from conftest import typed_config
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from lrexp import config, reproduce, train
+from lrexp import config, pipeline, reproduce
 from lrexp.config import ConfigError
 
 SMALL = ["train.epochs=3", "tracking.log_model=false"]
@@ -46,7 +46,7 @@ def logged(store_uri, tmp_path_factory) -> Logged:
     name = f"test-{uuid.uuid4().hex[:12]}"
     exp_id = client.create_experiment(name, artifact_location=str(base / "artifacts"))
     overrides = [f"tracking.uri={store_uri}", f"tracking.experiment={name}", *SMALL]
-    outcome = train.run(typed_config(*overrides), base_dir=base, overrides=overrides)
+    outcome = pipeline.run(typed_config(*overrides), base_dir=base, overrides=overrides)
     local = client.download_artifacts(outcome.run_id, "config/config.yaml", str(base / "dl"))
     tags = client.get_run(outcome.run_id).data.tags
     theta = outcome.theta.tolist()

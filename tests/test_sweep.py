@@ -16,7 +16,7 @@ import pytest
 from conftest import typed_config
 from mlflow.tracking import MlflowClient
 
-from lrexp import train
+from lrexp import pipeline
 from lrexp.core import fit
 
 SMALL = ["train.epochs=3", "tracking.log_model=false"]
@@ -271,7 +271,7 @@ def test_skip_finished_reuses_the_finished_run_of_an_identical_config(tmp_path):
     cfg = typed_config(
         *SMALL, "optimizer=adam", f"tracking.uri={uri}", "tracking.experiment=resume"
     )
-    first = train.run(cfg, base_dir=tmp_path, overrides=["optimizer=adam"])
+    first = pipeline.run(cfg, base_dir=tmp_path, overrides=["optimizer=adam"])
     proc = multirun(tmp_path, uri, "resume", "optimizer=adam,sgd", "tracking.skip_finished=true")
     assert f"already FINISHED as run {first.run_id}" in proc.stdout
     parent, children = sweep_runs(uri, "resume")
@@ -284,14 +284,14 @@ def test_skip_finished_reuses_the_finished_run_of_an_identical_config(tmp_path):
 
 def test_jobs_in_one_process_reuse_the_compiled_program():
     base = ["tracking.enabled=false", "train.epochs=2"]
-    train.run(typed_config(*base, "optimizer.lr=0.01"))
+    pipeline.run(typed_config(*base, "optimizer.lr=0.01"))
     compiled = fit.run_chunk._cache_size()
     for values in (
         ["optimizer.lr=0.02"],
         ["optimizer.lr=0.005", "optimizer.momentum=0.5"],
         ["train.seed=3", "train.tol=0.001"],
     ):
-        train.run(typed_config(*base, *values))
+        pipeline.run(typed_config(*base, *values))
     assert fit.run_chunk._cache_size() == compiled
 
 
@@ -300,7 +300,7 @@ def test_run_left_active_in_a_reused_worker_does_not_swallow_the_next(store_uri,
     exp_id = MlflowClient(store_uri).create_experiment(experiment)
     leftover = mlflow.start_run(experiment_id=exp_id).info.run_id  # a job that never ended it
     cfg = typed_config(*SMALL, f"tracking.uri={store_uri}", f"tracking.experiment={experiment}")
-    outcome = train.run(cfg)
+    outcome = pipeline.run(cfg)
     client = MlflowClient(store_uri)
     assert outcome.run_id != leftover
     assert client.get_run(leftover).info.status == "KILLED"
@@ -313,10 +313,10 @@ def test_a_sweeps_jobs_share_a_data_set_only_when_data_seed_and_split_are_equal(
     from lrexp.config import ConfigError
 
     shared: dict = {}
-    a = train.prepare(typed_config(*SMALL, "optimizer.lr=0.01"), tmp_path, shared=shared)
-    b = train.prepare(typed_config(*SMALL, "optimizer.lr=0.02"), tmp_path, shared=shared)
-    other = train.prepare(typed_config(*SMALL, "train.seed=1"), tmp_path, shared=shared)
-    alone = train.prepare(typed_config(*SMALL, "optimizer.lr=0.02"), tmp_path)
+    a = pipeline.prepare(typed_config(*SMALL, "optimizer.lr=0.01"), tmp_path, shared=shared)
+    b = pipeline.prepare(typed_config(*SMALL, "optimizer.lr=0.02"), tmp_path, shared=shared)
+    other = pipeline.prepare(typed_config(*SMALL, "train.seed=1"), tmp_path, shared=shared)
+    alone = pipeline.prepare(typed_config(*SMALL, "optimizer.lr=0.02"), tmp_path)
     assert b.dataset is a.dataset and other.dataset is not a.dataset
     np.testing.assert_array_equal(alone.dataset.X, b.dataset.X)
     for (tr, te), (tr0, te0) in zip(alone.parts, b.parts, strict=True):
@@ -324,4 +324,4 @@ def test_a_sweeps_jobs_share_a_data_set_only_when_data_seed_and_split_are_equal(
         np.testing.assert_array_equal(te, te0)
     assert alone.checks == b.checks and not np.array_equal(other.dataset.X, a.dataset.X)
     with pytest.raises(ConfigError, match=r"train\.batch_size"):  # each job's own checks still run
-        train.prepare(typed_config(*SMALL, "train.batch_size=100000"), tmp_path, shared=shared)
+        pipeline.prepare(typed_config(*SMALL, "train.batch_size=100000"), tmp_path, shared=shared)

@@ -20,7 +20,7 @@ from conftest import runs_in, typed_config
 from mlflow.tracking import MlflowClient
 from test_faults import LONG, start, wait_for_training
 
-from lrexp import train
+from lrexp import pipeline
 from lrexp.tracking import client as tracker
 
 SMALL = ["optimizer=adam", "train.epochs=4", "data.n=120"]
@@ -30,7 +30,7 @@ VARYING_PARAMS = {"tracking.experiment"}  # the two runs go to two experiments
 
 def _run(store_uri: str, experiment: str, tmp_path: Path):
     cfg = typed_config(*SMALL, f"tracking.uri={store_uri}", f"tracking.experiment={experiment}")
-    outcome = train.run(cfg, base_dir=tmp_path, overrides=SMALL)
+    outcome = pipeline.run(cfg, base_dir=tmp_path, overrides=SMALL)
     return MlflowClient(store_uri).get_run(outcome.run_id), outcome
 
 
@@ -102,10 +102,10 @@ def test_the_training_process_never_imports_mlflow(tmp_path, store_uri):
 import sys
 from conftest import typed_config
 from lrexp.tracking import client as tracker
-from lrexp import train
+from lrexp import pipeline
 cfg = typed_config("train.epochs=2", "tracking.uri={store_uri}", "tracking.experiment=no-mlflow")
 with tracker.process():
-    outcome = train.run(cfg, base_dir={str(tmp_path)!r})
+    outcome = pipeline.run(cfg, base_dir={str(tmp_path)!r})
 print(outcome.run_id, "mlflow" in sys.modules)
 """
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
@@ -173,7 +173,8 @@ def test_the_cli_starts_no_tracking_process_where_no_run_is_tracked(argv):
         ["hydra.mode=MULTIRUN", "hydra/launcher=vmap", "optimizer.lr=0.1,0.2"],
     ],
 )
-def test_a_batched_sweep_gets_its_writers_and_each_thread_logs_to_its_own(argv):
+def test_a_batched_sweep_gets_its_writers_and_each_thread_logs_to_its_own(argv, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
     first = tracker.start_for(argv)
     try:
         writers = tracker.writers()
@@ -193,32 +194,35 @@ def test_a_batched_sweep_gets_its_writers_and_each_thread_logs_to_its_own(argv):
         assert seen == {0: writers[0], 1: writers[1]}
         assert tracker.current() is first  # unbound threads: the process's own
         # the second is forked from the first once MLflow is imported: it serves calls alike
-        for w, base in zip(writers, ("/a", "/b"), strict=True):
-            assert w.invoke("lrexp.store:resolve_uri", "sqlite:///m.db", base) == (
-                f"sqlite:///{base}/m.db"
-            )
+        for w, name in zip(writers, ("a", "b"), strict=True):
+            run_id = w.create_run(uri, "0", name, {})
+            assert w.run_status(uri, run_id) == "RUNNING"
     finally:
         tracker.stop()
     assert tracker.writers() == [] and not any(w.alive() for w in writers)
 
 
-def test_the_tracking_process_calls_only_lrexps_functions_by_name():
+def test_the_tracking_process_carries_out_only_the_interfaces_calls(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
     with tracker.process() as t:
-        assert t.invoke("lrexp.store:resolve_uri", "sqlite:///m.db", "/data") == (
-            "sqlite:////data/m.db"
-        )
-        with pytest.raises(ValueError, match="not one of lrexp's functions: 'os:getcwd'"):
-            t.invoke("os:getcwd")
+        assert t.run_status(uri, t.create_run(uri, "0", "x", {})) == "RUNNING"
+        with pytest.raises(ValueError, match="not a tracking call: 'getcwd'"):
+            t._submit("getcwd")()
+        with pytest.raises(ValueError, match="not a tracking call: 'open_run'"):
+            t._submit("open_run", uri, "e", "x", {})()
 
 
-def test_submitted_calls_give_their_own_values_when_asked_in_any_order():
+def test_submitted_calls_give_their_own_values_when_asked_in_any_order(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
     with tracker.process() as t:
-        a = t.submit("lrexp.store:resolve_uri", "sqlite:///a.db", "/x")
-        b = t.submit("lrexp.store:resolve_uri", "sqlite:///b.db", "/y")
-        bad = t.submit("lrexp.store:no_such_function")
-        assert b() == "sqlite:////y/b.db"
-        assert a() == "sqlite:////x/a.db"
-        with pytest.raises(AttributeError, match="no_such_function"):
+        a_id, b_id = t.create_run(uri, "0", "a", {}), t.create_run(uri, "0", "b", {})
+        t.end_run(uri, b_id, "KILLED")
+        a = t._submit("run_status", uri, a_id)
+        b = t._submit("run_status", uri, b_id)
+        bad = t._submit("run_status", uri, "no-such-run")
+        assert b() == "KILLED"
+        assert a() == "RUNNING"
+        with pytest.raises(Exception, match="no-such-run"):
             bad()
 
 

@@ -29,7 +29,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 import lrexp
-from lrexp import train
+from lrexp import pipeline
 from lrexp.core.data import DataError
 
 CURVES = ["train_mse", "test_mse", "train_tsse", "lr", "grad_norm"]
@@ -38,9 +38,9 @@ CURVES_ORDER = ["train_tsse", "train_mse", "test_mse", "lr", "grad_norm"]  # his
 
 @dataclass(frozen=True)
 class Tracked:
-    """One finished tracked run: what train.run returned and what the store holds."""
+    """One finished tracked run: what pipeline.run returned and what the store holds."""
 
-    outcome: train.Outcome
+    outcome: pipeline.Outcome
     overrides: list[str]
     experiment: str
     experiment_id: str
@@ -59,7 +59,7 @@ def _tracked_run(store_uri: str, base_dir: Path, *overrides: str) -> Tracked:
     """Run lrexp in-process with tracking overrides placed first (they must not name the run)."""
     name, exp_id = _new_experiment(store_uri, base_dir / "artifacts")
     all_overrides = [f"tracking.uri={store_uri}", f"tracking.experiment={name}", *overrides]
-    outcome = train.run(typed_config(*all_overrides), base_dir=base_dir, overrides=all_overrides)
+    outcome = pipeline.run(typed_config(*all_overrides), base_dir=base_dir, overrides=all_overrides)
     run = MlflowClient(store_uri).get_run(outcome.run_id)
     return Tracked(outcome, all_overrides, name, exp_id, run, base_dir)
 
@@ -167,7 +167,7 @@ def wide_run(store_uri, tmp_path_factory) -> tuple[Run, list[str]]:
     _write_wide_csv(path)
     name, _ = _new_experiment(store_uri, base / "artifacts")
     overrides = _wide_overrides(store_uri, name, path)
-    train.run(typed_config(*overrides), base_dir=base, overrides=overrides)
+    pipeline.run(typed_config(*overrides), base_dir=base, overrides=overrides)
     (run,) = runs_in(store_uri, name)
     return run, overrides
 
@@ -178,7 +178,7 @@ def test_constant_feature_is_bad_input_that_creates_no_run(store_uri, tmp_path):
     name, _ = _new_experiment(store_uri, tmp_path / "artifacts")
     overrides = _wide_overrides(store_uri, name, path)
     with pytest.raises(DataError, match=CONSTANT_FEATURE):
-        train.run(typed_config(*overrides), base_dir=tmp_path, overrides=overrides)
+        pipeline.run(typed_config(*overrides), base_dir=tmp_path, overrides=overrides)
     assert runs_in(store_uri, name) == []
 
 
@@ -549,7 +549,7 @@ def test_csv_run_records_the_file_and_a_model_over_only_the_chosen_features(
 # --- tracking off and failures -----------------------------------------------------------------
 def test_tracking_disabled_creates_no_run(store_uri, experiment, tracked, tmp_path):
     overrides = [*tracked, "tracking.enabled=false", "train.epochs=2"]
-    outcome = train.run(typed_config(*overrides), base_dir=tmp_path, overrides=overrides)
+    outcome = pipeline.run(typed_config(*overrides), base_dir=tmp_path, overrides=overrides)
     assert outcome.run_id is None
     assert outcome.folds[0].fit.epochs_run == 2  # it still trained
     assert runs_in(store_uri, experiment) == []
@@ -568,7 +568,7 @@ def test_a_long_curve_is_sampled_with_its_first_best_and_last_epochs(store_uri, 
         f"tracking.uri={store_uri}",
         f"tracking.experiment={experiment}",
     )
-    outcome = train.run(cfg)
+    outcome = pipeline.run(cfg)
     client = MlflowClient(store_uri)
     history = outcome.folds[0].fit.history
     for key in ("train_mse", "test_mse", "bias"):
@@ -592,25 +592,25 @@ def test_initializing_a_store_gives_sqlite_the_statistics_to_read_a_curve_by_its
     the plan MLflow's history query gets."""
     import sqlite3
 
-    from lrexp.tracking import local as tracking
+    from lrexp.tracking import lifecycle, reader, writer
 
     path = tmp_path / "m.db"
     uri = f"sqlite:///{path}"
-    tracking.init_store(uri)
-    exp = tracking.experiment_id(uri, "stats")
-    runs = [tracking.create_run(uri, exp, f"r{i}", {}) for i in range(20)]
+    lifecycle.init_store(uri)
+    exp = lifecycle.experiment_id(uri, "stats")
+    runs = [lifecycle.create_run(uri, exp, f"r{i}", {}) for i in range(20)]
     for i, run_id in enumerate(runs):
         curve = np.linspace(1.0, 0.0, 40) + i
-        tracking.log_batch(
+        writer.log_batch(
             run_id, curves={"test_mse": curve, "train_mse": curve / 2}, client=MlflowClient(uri)
         )
-    tracking.init_store(uri)
+    lifecycle.init_store(uri)
     query = "SELECT * FROM metrics WHERE metrics.run_uuid = ? AND metrics.key = ?"
     with sqlite3.connect(path) as db:
         plan = " ".join(
             str(row[-1]) for row in db.execute("EXPLAIN QUERY PLAN " + query, (runs[3], "test_mse"))
         )
     assert "run_uuid=?" in plan, plan
-    steps, values = tracking.metric_curve(uri, runs[3], "test_mse")
+    steps, values = reader.metric_curve(uri, runs[3], "test_mse")
     np.testing.assert_allclose(values, np.linspace(1.0, 0.0, 40) + 3)
     assert list(steps) == list(range(40))

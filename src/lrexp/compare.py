@@ -59,32 +59,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def select_runs(uri: str, experiment: str, sweep: str | None) -> tuple[list[dict], str]:
     """The runs to compare (a sweep's children, or an experiment's runs but sweep parents)."""
-    from lrexp.tracking import local as tracking
+    from lrexp.tracking import reader
 
-    exp_id = tracking.find_experiment(uri, experiment)
+    exp_id = reader.find_experiment(uri, experiment)
     if sweep is None:
         if exp_id is None:
-            names = ", ".join(map(repr, tracking.experiment_names(uri))) or "none"
+            names = ", ".join(map(repr, reader.experiment_names(uri))) or "none"
             raise CompareError(
                 f"--experiment={experiment!r}: no such experiment; there are: {names}"
             )
-        runs = [r for r in tracking.runs_of(uri, exp_id) if r["tags"].get("lrexp.sweep") != "true"]
+        runs = [r for r in reader.runs_of(uri, exp_id) if r["tags"].get("lrexp.sweep") != "true"]
         return runs, f"experiment {experiment!r}"
-    parent = tracking.find_run(uri, sweep)
+    parent = reader.find_run(uri, sweep)
     if parent is None or parent["tags"].get("lrexp.sweep") != "true":
-        sweeps = [] if exp_id is None else tracking.runs_of(uri, exp_id)
+        sweeps = [] if exp_id is None else reader.runs_of(uri, exp_id)
         ids = [r["run_id"] for r in sweeps if r["tags"].get("lrexp.sweep") == "true"]
         what = "no such run" if parent is None else f"run {parent['name']!r} is not a sweep"
         raise CompareError(
             f"--sweep={sweep}: {what}; sweeps in experiment {experiment!r}: "
             + (", ".join(ids[:20]) or "none")
         )
-    return tracking.child_runs(uri, parent["experiment_id"], sweep), f"sweep {sweep}"
+    return reader.child_runs(uri, parent["experiment_id"], sweep), f"sweep {sweep}"
 
 
 def sort_value(run: dict, metric: str | None) -> float:
     """A run's value of ``metric`` (None: the sweep objective); NaN where it has none."""
-    from lrexp.tracking.sweep_summary import objective
+    from lrexp.core.objective import objective
 
     value = objective(run["metrics"]) if metric is None else run["metrics"].get(metric, math.nan)
     return value if math.isfinite(value) else math.nan
@@ -135,15 +135,15 @@ def write_overlay(uri: str, runs: list[dict], path: Path, title: str) -> int:
 
     A path ending in ``.svg`` gets lrexp's own SVG (no matplotlib needed).
     """
-    from lrexp.tracking import local as tracking
+    from lrexp.tracking import reader
     from lrexp.tracking.sweep_summary import MAX_OVERLAY
 
     names = [r["name"] for r in runs]
     curves = {}
     for r in runs[:MAX_OVERLAY]:
         label = r["name"] if names.count(r["name"]) == 1 else f"{r['name']} ({r['run_id'][:8]})"
-        train = tracking.metric_curve(uri, r["run_id"], "train_mse")
-        test = tracking.metric_curve(uri, r["run_id"], "test_mse")
+        train = reader.metric_curve(uri, r["run_id"], "train_mse")
+        test = reader.metric_curve(uri, r["run_id"], "test_mse")
         if len(train[0]) or len(test[0]):
             curves[label] = (train, test)
     if curves:
@@ -179,10 +179,10 @@ def _overlay_png(curves: dict, title: str, path: Path) -> None:
 
 def compare(args: argparse.Namespace) -> str:
     """The leaderboard's text; writes the overlay plot. Raises :class:`CompareError`."""
-    from lrexp.tracking import local as tracking
+    from lrexp.tracking import store
 
-    uri = tracking.resolve_uri(args.uri, os.getcwd())
-    if (missing := tracking.missing_store(uri)) is not None:
+    uri = store.resolve_uri(args.uri, os.getcwd())
+    if (missing := store.missing_store(uri)) is not None:
         raise CompareError(f"--uri={args.uri}: no MLflow store at {missing}")
     runs, source = select_runs(uri, args.experiment, args.sweep)
     if not runs:

@@ -102,12 +102,12 @@ def reproduce(args: argparse.Namespace) -> int:
     """Re-run the run, print θ logged against θ now; return 0 if it matches, else 1."""
     from lrexp import train
     from lrexp.pipeline import provenance
-    from lrexp.tracking import local as tracking
+    from lrexp.tracking import lifecycle, reader, store
 
-    uri = tracking.resolve_uri(args.uri, os.getcwd())
-    if (missing := tracking.missing_store(uri)) is not None:
+    uri = store.resolve_uri(args.uri, os.getcwd())
+    if (missing := store.missing_store(uri)) is not None:
         raise ReproduceError(f"--uri={args.uri}: no MLflow store at {missing}")
-    run = tracking.find_run(uri, args.run_id)
+    run = reader.find_run(uri, args.run_id)
     if run is None:
         raise ReproduceError(f"{args.run_id}: no such run in {uri}")
     if run["tags"].get("lrexp.sweep") == "true":
@@ -115,8 +115,8 @@ def reproduce(args: argparse.Namespace) -> int:
             f"run {args.run_id} is a sweep's parent: reproduce one of its child runs "
             f"(python -m lrexp.compare --sweep {args.run_id} lists them)"
         )
-    text = tracking.artifact_text(uri, args.run_id, "config/config.yaml")
-    theta_text = tracking.artifact_text(uri, args.run_id, "theta.json")
+    text = reader.artifact_text(uri, args.run_id, "config/config.yaml")
+    theta_text = reader.artifact_text(uri, args.run_id, "theta.json")
     if text is None or theta_text is None:
         what = "config/config.yaml" if text is None else "theta.json"
         raise ReproduceError(f"run {args.run_id} ({run['status']}) has no {what} artifact")
@@ -124,7 +124,7 @@ def reproduce(args: argparse.Namespace) -> int:
     cfg = logged_config(text)
     tracked_as = {
         "uri": uri,
-        "experiment": tracking.experiment_name(uri, run["experiment_id"]),
+        "experiment": reader.experiment_name(uri, run["experiment_id"]),
         "run_name": f"reproduce {args.run_id}",
         "enabled": not args.no_track,
     }
@@ -134,13 +134,13 @@ def reproduce(args: argparse.Namespace) -> int:
     logged_dir = run["tags"].get("lrexp.base_dir")
     base_dir = Path(logged_dir) if logged_dir and Path(logged_dir).is_dir() else Path.cwd()
     config.validate(cfg, base_dir)
-    overrides = logged_overrides(tracking.artifact_text(uri, args.run_id, "config/overrides.yaml"))
+    overrides = logged_overrides(reader.artifact_text(uri, args.run_id, "config/overrides.yaml"))
     print(f"lrexp reproduce: run {args.run_id} ({run['name']}, {run['status']})", flush=True)
     for line in code_warnings(run["tags"], provenance.tags(cfg.train.dtype)):
         print(line, flush=True)
     outcome = train.run(cfg, base_dir=base_dir, overrides=overrides)
     if outcome.run_id is not None:
-        tracking.set_tags(uri, outcome.run_id, {"lrexp.reproduction_of": args.run_id})
+        lifecycle.set_tags(uri, outcome.run_id, {"lrexp.reproduction_of": args.run_id})
     print(theta_report(outcome.names, logged, np.asarray(outcome.theta, dtype=np.float64)))
     if outcome.run_id is not None:
         print(f"logged as run {outcome.run_id}, tagged lrexp.reproduction_of={args.run_id}")

@@ -16,13 +16,15 @@ DEFAULT_STALE_S = 120.0  # well above the heartbeat interval (10 s) and a busy s
 
 def reap(uri: str, experiment: str | None, older_than: float) -> list[dict]:
     """Mark stale RUNNING runs KILLED with the reason; return them."""
-    from lrexp.tracking import local as tracking
+    from lrexp.tracking import lifecycle, reader
 
-    stale = tracking.stale_runs(uri, experiment, older_than)
+    stale = reader.stale_runs(uri, experiment, older_than)
     for r in stale:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["last_beat"]))
-        tracking.set_tags(uri, r["run_id"], {"lrexp.failure_reason": f"no heartbeat since {since}"})
-        tracking.end_run(uri, r["run_id"], "KILLED")
+        lifecycle.set_tags(
+            uri, r["run_id"], {"lrexp.failure_reason": f"no heartbeat since {since}"}
+        )
+        lifecycle.end_run(uri, r["run_id"], "KILLED")
     return stale
 
 
@@ -41,10 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from pathlib import Path
 
-    from lrexp.tracking import local as tracking
+    from lrexp.tracking import store
 
-    uri = tracking.resolve_uri(args.uri, Path.cwd())
-    if tracking.missing_store(uri) is not None:
+    uri = store.resolve_uri(args.uri, Path.cwd())
+    if store.missing_store(uri) is not None:
         print(f"lrexp: error: --uri={args.uri!r}: no such store", file=sys.stderr)
         return 2
     reaped = reap(uri, args.experiment, args.stale)

@@ -2,7 +2,8 @@
 
 Jobs that differ only in float hyperparameters (``optimizer.lr``, ``optimizer.momentum``, …) or in
 ``train.seed`` train as one ``vmap``-ed program; each is still checked, and logged as its own child
-run with its own curves. The work itself is in :mod:`lrexp.batched`; this is Hydra's interface.
+run with its own curves. The work itself is in :mod:`lrexp.sweeps.batched`; this is Hydra's
+interface.
 """
 
 # No `from __future__ import annotations`: Hydra runs plugin modules without registering them in
@@ -139,13 +140,13 @@ class VmapLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from lrexp import train
+        from lrexp import quiet_libraries
         from lrexp.sweeps import batched
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        train.quiet_libraries()
+        quiet_libraries()
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info("Launching %d jobs as batched programs", len(job_overrides))
         jobs, configs = [], []

@@ -1,1 +1,2 @@
-"""TODO"""
+"""What a person reads: SVG figures (:mod:`~lrexp.report.plots`) and the terminal summary
+(:mod:`~lrexp.report.text`), made from plain values."""

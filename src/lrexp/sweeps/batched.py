@@ -22,11 +22,12 @@ import numpy as np
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from lrexp import config, train
+from lrexp import config, pipeline
 from lrexp.config import ConfigError
 from lrexp.core import fit
 from lrexp.core.data import DataError
-from lrexp.tracking import client as tracker
+from lrexp.pipeline import Diverged, Prepared, runner
+from lrexp.tracking import client
 
 log = logging.getLogger("lrexp")
 STACK_BYTES = 2**30  # most memory that per-member copies of the data may take in one batch
@@ -39,19 +40,19 @@ class Job:
     cfg: DictConfig  # the job's composed config, without the ``hydra`` node
 
 
-def structure(p: train.Prepared) -> tuple:
+def structure(p: Prepared) -> tuple:
     """What must be equal for jobs to share one compiled program."""
     shapes = tuple((len(tr), len(te)) for tr, te in p.parts)
     return (p.spec, p.cfg.train.dtype, p.dataset.X.shape[1], shapes)
 
 
-def data_identity(p: train.Prepared) -> str:
+def data_identity(p: Prepared) -> str:
     """Equal for jobs that train on identical arrays (same data config, seed and split)."""
     t = p.cfg.train
     return json.dumps([asdict(p.cfg.data), t.seed, t.folds, t.test_fraction], sort_keys=True)
 
 
-def batches(prepared: list[tuple[Job, train.Prepared]], max_batch: int) -> list[list]:
+def batches(prepared: list[tuple[Job, Prepared]], max_batch: int) -> list[list]:
     """Group jobs by structure; split a group whose per-member data copies would be too large."""
     groups: dict[tuple, list] = {}
     for item in prepared:
@@ -66,13 +67,13 @@ def batches(prepared: list[tuple[Job, train.Prepared]], max_batch: int) -> list[
     return out
 
 
-def train_batch(members: list[tuple[Job, train.Prepared]]) -> list[list[fit.FitResult]]:
+def train_batch(members: list[tuple[Job, Prepared]]) -> list[list[fit.FitResult]]:
     """Train the members on every split as one vectorized program; return each one's fits."""
     ps = [p for _, p in members]
     shared = len({data_identity(p) for p in ps}) == 1
     spec, dtype = ps[0].spec, jnp.dtype(ps[0].cfg.train.dtype)
     fits: list[list[fit.FitResult]] = [[] for _ in ps]
-    progress = train.progress(
+    progress = runner.progress(
         lambda done, _: f"  batch of {len(ps)}: epoch {done}/{spec.epochs}", file=sys.stdout
     )
 
@@ -104,7 +105,7 @@ def run_jobs(jobs: list[Job], base_dir: str | Path, max_batch: int = 256) -> dic
     for job in jobs:
         context = _sweep_context(job, base_dir)
         try:
-            p = train.prepare(config.to_object(job.cfg), base_dir, shared=shared)
+            p = pipeline.prepare(config.to_object(job.cfg), base_dir, shared=shared)
         except (ConfigError, DataError, MissingMandatoryValue) as e:
             objectives[job.num] = math.nan
             if context is not None:
@@ -114,12 +115,12 @@ def run_jobs(jobs: list[Job], base_dir: str | Path, max_batch: int = 256) -> dic
             continue
         t = p.cfg.tracking
         skipped = (
-            train.skip_if_finished(p, job.overrides, context)
+            pipeline.skip_if_finished(p, job.overrides, context)
             if (t.enabled and t.skip_finished)
             else None
         )
         if skipped is not None:
-            objectives[job.num] = train.objective(skipped)
+            objectives[job.num] = skipped.objective
         else:
             prepared.append((job, p))
     groups = batches(prepared, max_batch)
@@ -129,24 +130,25 @@ def run_jobs(jobs: list[Job], base_dir: str | Path, max_batch: int = 256) -> dic
     return objectives
 
 
-def _log_jobs(members: list[tuple[Job, train.Prepared]], fits: list, base_dir) -> dict[int, float]:
+def _log_jobs(members: list[tuple[Job, Prepared]], fits: list, base_dir) -> dict[int, float]:
     """Log each trained job as its own run; return each one's objective.
 
-    The CLI's tracking processes (:func:`lrexp.tracker.writers`) log the runs side by side, one
-    thread each, while this process builds the next run's records; else they are logged here.
+    The CLI's tracking processes (:func:`lrexp.tracking.client.writers`) log the runs side by
+    side, one thread each, while this process builds the next run's records; else they are
+    logged here.
     """
     items = [(job, p, f) for (job, p), f in zip(members, fits, strict=True)]
-    writers = tracker.writers()
+    writers = client.writers()
     if len(writers) < 2:
         return {job.num: _report(job, _log_job(job, p, f, base_dir)) for job, p, f in items}
-    free: queue.SimpleQueue[tracker.Tracker] = queue.SimpleQueue()
+    free: queue.SimpleQueue[client.Tracker] = queue.SimpleQueue()
     for w in writers:
         free.put(w)
 
-    def log_one(job: Job, p: train.Prepared, f: list[fit.FitResult]) -> tuple[float, bool]:
+    def log_one(job: Job, p: Prepared, f: list[fit.FitResult]) -> tuple[float, bool]:
         w = free.get()
         try:
-            with tracker.bind(w):
+            with client.bind(w):
                 return _log_job(job, p, f, base_dir)
         finally:
             free.put(w)
@@ -180,27 +182,25 @@ def _sweep_context(job: Job, base_dir: str | Path):
     return sweep.job_context(job.num, resolve_uri(t.uri, base_dir), t.experiment)
 
 
-def _log_job(
-    job: Job, p: train.Prepared, fits: list[fit.FitResult], base_dir
-) -> tuple[float, bool]:
+def _log_job(job: Job, p: Prepared, fits: list[fit.FitResult], base_dir) -> tuple[float, bool]:
     """Record one trained job as its own run; return its objective (NaN if logging failed,
     inf if it diverged) and whether it succeeded."""
     from lrexp.pipeline import record
 
     context = _sweep_context(job, base_dir)
     try:
-        with train.tracked(p, job.overrides, context) as run_id:
+        with runner.tracked(p, job.overrides, context) as run_id:
             if run_id is not None:
                 record.log_dataset(p)
-            outcome = train.conclude(p, fits, run_id)
+            outcome = pipeline.conclude(p, fits, run_id)
             if run_id is not None:  # trained already: its inputs go with its outputs
                 params, files = record.inputs(p, job.overrides)
                 record.log_outputs(p, outcome, context, params=params, files=files)
-            train.raise_if_diverged(p, outcome)
-    except train.Diverged as e:
+            pipeline.raise_if_diverged(p, outcome)
+    except Diverged as e:
         log.error("job %d (%s) %s", job.num, ",".join(job.overrides), e)
         return math.inf, False
     except Exception as e:  # its run is FAILED with the reason; the other jobs go on
         log.exception("job %d (%s) failed: %s", job.num, ",".join(job.overrides), e)
         return math.nan, False
-    return train.objective(outcome), True
+    return outcome.objective, True

@@ -19,14 +19,13 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from lrexp.tracking import client as tracker
-from lrexp.tracking import signals, store
+from lrexp.pipeline.job import SweepJob, describe
+from lrexp.tracking import client, signals, store
 
 log = logging.getLogger("lrexp")
 
@@ -38,38 +37,6 @@ ENV_ARGS = "LREXP_SWEEP_ARGS"  # the sweep's command-line overrides, as JSON
 ENV_KEYS = (ENV_URI, ENV_EXPERIMENT, ENV_EXPERIMENT_ID, ENV_PARENT, ENV_ARGS)
 
 
-@dataclass(frozen=True)
-class SweepJob:
-    """A job of a multirun: its parent run, the sweep's experiment and the job's number."""
-
-    parent_run_id: str
-    experiment_id: str
-    job_num: int
-    fixed: tuple[str, ...] = ()  # overrides every job shares (left out of the child's name)
-
-    def varying(self, overrides: list[str]) -> list[str]:
-        """The overrides that tell this job apart from the others of its sweep."""
-        shared = _parsed(self.fixed)
-        return [o for o, kv in zip(overrides, _parsed(overrides), strict=True) if kv not in shared]
-
-
-def _parsed(overrides) -> list[tuple[str, object]]:
-    """(key, value) of each plain override; Hydra re-renders values (false → False) in jobs."""
-    with _parsing:  # Hydra's parser is not known to be thread-safe (jobs log from threads)
-        return _parse(tuple(overrides))
-
-
-_parsing = threading.Lock()
-
-
-@functools.lru_cache(maxsize=1024)
-def _parse(overrides: tuple[str, ...]) -> list[tuple[str, object]]:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    return [(o.get_key_element(), None if o.is_sweep_override() else o.value()) for o in parsed]
-
-
 _opening: Callable[[], None] | None = None  # the parent run, while a tracking process makes it
 
 
@@ -79,11 +46,6 @@ def settle() -> None:
     if _opening is not None:
         opening, _opening = _opening, None
         opening()
-
-
-def describe(overrides: list[str]) -> str:
-    """A run's name from its overrides: where it is tracked and Hydra's own settings left out."""
-    return ",".join(o for o in overrides if not o.lstrip("+~").startswith(("tracking.", "hydra")))
 
 
 def job_context(job_num: int, uri: str, experiment: str) -> SweepJob | None:
@@ -101,7 +63,7 @@ def job_context(job_num: int, uri: str, experiment: str) -> SweepJob | None:
 
 def record_bad_job(overrides: list[str], job: SweepJob, error: Exception) -> None:
     """Record a job whose input was bad as a FAILED child run carrying the reason."""
-    tracking = tracker.tracking()
+    tracking = client.calls()
     uri = os.environ[ENV_URI]
     run_id = tracking.create_run(
         uri,
@@ -135,7 +97,7 @@ class SweepCallback(Callback):
             return
         from lrexp.pipeline import provenance
 
-        tracking = tracker.tracking()  # with the batched launcher, the CLI's tracking process
+        tracking = client.calls()  # with the batched launcher, the CLI's tracking process
         self.uri = store.resolve_uri(config.tracking.uri, os.getcwd())
         unreachable = store.check_server(self.uri)
         if unreachable is not None:  # Hydra turns callback errors into warnings: stop here
@@ -164,8 +126,8 @@ class SweepCallback(Callback):
             }
         )
         global _opening
-        if isinstance(tracking, tracker.Tracker):  # made there while Hydra composes the jobs
-            _opening = functools.partial(self._opened, tracking.submit("open_sweep", *args))
+        if isinstance(tracking, client.Tracker):  # made there while Hydra composes the jobs
+            _opening = functools.partial(self._opened, tracking.submit_open_sweep(*args))
         else:
             self._opened(lambda: tracking.open_sweep(*args))
         atexit.register(self._abandon)
@@ -185,18 +147,14 @@ class SweepCallback(Callback):
         settle()
         if self.parent is None:
             return
-        tracking = tracker.tracking()
+        tracking = client.calls()
         try:
             t = config.tracking
             best_model = t.log_model and t.get("sweep_model", "best") == "best"
-            args = (self.uri, self.exp_id, self.parent)
-            summarize = "lrexp.tracking.sweep_summary:summarize"
-            if isinstance(tracking, tracker.Tracker):  # it reads and writes the store at length
-                summary = tracking.invoke(summarize, *args, best_model=best_model)
-            else:
-                from lrexp.tracking import sweep_summary
-
-                summary = sweep_summary.summarize(*args, best_model=best_model)
+            # in the tracking process where there is one: it reads and writes the store at length
+            summary = tracking.summarize_sweep(
+                self.uri, self.exp_id, self.parent, best_model=best_model
+            )
             print(summary, flush=True)
             tracking.stop_heartbeat(self.parent)
             tracking.end_run(self.uri, self.parent, "FINISHED")
@@ -209,7 +167,7 @@ class SweepCallback(Callback):
             settle()
         if self.parent is None:
             return
-        tracking = tracker.tracking()  # the tracking processes have ended by now: this one's
+        tracking = client.calls()  # the tracking processes have ended by now: this one's
         tracking.stop_heartbeat(self.parent)
         if tracking.run_status(self.uri, self.parent) == "RUNNING":
             tracking.set_tags(

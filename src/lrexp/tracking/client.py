@@ -4,11 +4,12 @@ A tracked ``python -m lrexp.train`` spends about as long importing MLflow, openi
 logging a first model as it spends importing JAX, composing the config and training. On two
 cores the two can run side by side. The CLI starts a tracking process before it imports JAX; that
 process imports MLflow (never JAX) and prepares what a run's first calls need, while the training
-process works. Every call that :mod:`lrexp.record` makes on :mod:`lrexp.tracking` then goes to
-the tracking process, in order, and the run is opened, logged and ended there. Calls that return
-nothing are pipelined: the training process waits only for an answer it needs (the run's id, a
-model's id) and for the run's end, so the CLI returns once everything is stored, and an error in
-a pipelined call is raised at the next call that waits.
+process works. Every call that :mod:`lrexp.pipeline.record` and the sweeps make (the calls of
+:class:`~lrexp.tracking.interface.TrackingCalls`) then goes to the tracking process, in order, and
+the run is opened, logged and ended there. Calls that return nothing are pipelined: the training
+process waits only for an answer it needs (the run's id, a model's id) and for the run's end, so
+the CLI returns once everything is stored, and an error in a pipelined call is raised at the next
+call that waits.
 
 A multirun with lrexp's batched launcher (``-m hydra/launcher=vmap``) gets two such processes,
 its :func:`writers`; the second is forked from the first once that one has imported MLflow. The
@@ -23,27 +24,18 @@ The tracking process ignores Ctrl-C and SIGTERM: the training process decides ho
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
-import pickle
-import socket
-import subprocess
-import sys
 import threading
-import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lrexp.tracking import signals
+from lrexp.tracking.channel import ACTIVE, ORPHANED, Channel, TrackerError  # noqa: F401
+from lrexp.tracking.interface import TrackingCalls
 
-# Calls of lrexp.tracking that return nothing: sent without waiting for the tracking process.
-PIPELINED = frozenset(
-    {"log_params", "log_batch", "log_metrics", "log_files", "log_dataset", "log_text", "set_tags"}
-)
-ACTIVE = "lrexp:active-run"  # stands for the open run's id until the tracking process has made it
-ORPHANED = "the training process ended without ending its run (killed, or out of memory)"
+if TYPE_CHECKING:
+    import numpy as np
+
 # Hydra options that print or exit without a run, and the multirun flag: no tracking process.
 NO_RUN = {"-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "--shell-completion"}
 MULTIRUN = {"-m", "--multirun"}
@@ -51,161 +43,104 @@ VMAP = "hydra/launcher=vmap"  # the batched launcher: its sweep's runs are logge
 WRITERS = 2  # tracking processes for a batched sweep: its children are logged two at a time
 
 
-class TrackerError(RuntimeError):
-    """The tracking process went away, or failed in a way that cannot be passed back."""
+class Tracker(Channel):
+    """The training side of a tracking process: each :class:`TrackingCalls` method here sends
+    that call to the process, which carries it out with :mod:`lrexp.tracking.local`."""
 
+    # --- the calls (TrackingCalls), sent to the tracking process ---
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._call("log_params", params)
 
-class Tracker:
-    """The training side: stands in for :mod:`lrexp.tracking`, calling it in the tracking
-    process. ``tracker.log_params(...)`` runs ``lrexp.tracking.log_params(...)`` there."""
-
-    def __init__(self, forks: int = 0, *, _conn: Connection | None = None) -> None:
-        """Start a tracking process; with ``forks``, that many more (:attr:`forked`), forked
-        from it once it has imported MLflow: one import serves them all."""
-        self._proc: subprocess.Popen | None = None
-        self.forked: list[Tracker] = []
-        if _conn is None:
-            pairs = [socket.socketpair() for _ in range(1 + forks)]
-            fds = [theirs.fileno() for _, theirs in pairs]
-            serve_code = f"from lrexp.tracking.server import serve; serve({fds[0]}, {fds[1:]})"
-            self._proc = subprocess.Popen(  # given this process's argv: MLflow's run source
-                [sys.executable, "-c", serve_code, *sys.argv],
-                pass_fds=fds,
-                stdin=subprocess.DEVNULL,
-            )
-            conns = []
-            for ours, theirs in pairs:
-                theirs.close()
-                conns.append(Connection(ours.detach()))
-            _conn = conns[0]
-            self.forked = [Tracker(_conn=c) for c in conns[1:]]
-        self._conn = _conn
-        self._gone = False  # a forked process's end, seen on its connection
-        self._sent = self._read = 0  # requests sent, and replies read
-        self._open_request: int | None = None  # the request that opens the run
-        self._awaited: dict[int, Any] = {}  # submitted requests → their values, once read
-        self.run_id: str | None = None  # the open run's id, once its reply is read
-        self.used = False  # it was sent work (else it is killed at once when stopped)
-
-    def alive(self) -> bool:
-        if self._proc is None:  # forked by the tracking process: not this process's child
-            return not self._gone
-        return self._proc.poll() is None
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        if name.startswith("_"):
-            raise AttributeError(name)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self._send(("call", name, args, kwargs))
-            return None if name in PIPELINED else self._collect(block=True)
-
-        return call
-
-    def submit(self, name: str, *args: Any, **kwargs: Any) -> Callable[[], Any]:
-        """Send a call without waiting; return a function that waits for its value."""
-        self._send(("call", name, args, kwargs))
-        request = self._sent
-        self._awaited[request] = None
-
-        def result() -> Any:
-            self._collect(block=True, until=request)
-            return self._awaited.pop(request)
-
-        return result
-
-    def invoke(self, target: str, *args: Any, **kwargs: Any) -> Any:
-        """Call ``target`` (``"lrexp.module:function"``) in the tracking process; return its
-        value. For work that reads and writes the store at length, such as a sweep's summary."""
-        return self.submit(target, *args, **kwargs)()
-
-    def active_run_id(self) -> str:
-        """The id of the open run, or :data:`ACTIVE` (which the tracking process reads as that
-        id) while the run is still being made."""
-        return self.run_id or ACTIVE
-
-    def resolve(self, run_id: str) -> str:
-        """``run_id`` itself, or for :data:`ACTIVE` the open run's id (waiting for it)."""
-        if run_id != ACTIVE:
-            return run_id
-        while self.run_id is None and self._open_request is not None:
-            self._collect(block=True, until=self._open_request)
-        if self.run_id is None:
-            raise TrackerError("no run is open")
-        return self.run_id
-
-    @contextmanager
-    def run(
+    def log_batch(
         self,
-        uri: str,
-        experiment: str | None,
-        run_name: str,
-        tags: dict[str, str],
+        run_id: str,
         *,
-        exp_id: str | None = None,
-    ) -> Iterator[str]:
-        """As :func:`lrexp.tracking.run`, but yields :data:`ACTIVE` at once: the run is made
-        while this process trains (:meth:`resolve` gives its id). It ends as the block does."""
-        self._send(("open", (uri, experiment, run_name, dict(tags)), {"exp_id": exp_id}))
-        self._open_request = self._sent
-        try:
-            yield ACTIVE
-        except BaseException as e:
-            self._close(signals.ending(e, traceback.format_exc()))
-            raise
-        self._close(("FINISHED", None, None))
+        curves: Mapping[str, Sequence[float]] = {},
+        steps: Sequence[int] | None = None,
+        scalars: Mapping[str, float | None] = {},
+        params: Mapping[str, Any] = {},
+        tags: Mapping[str, str] = {},
+        model_id: str | None = None,
+    ) -> None:
+        self._call(
+            "log_batch", run_id, curves=curves, steps=steps, scalars=scalars, params=params,
+            tags=tags, model_id=model_id,
+        )  # fmt: skip
 
-    def _close(self, ending: tuple[str, str | None, str | None]) -> None:
-        self._send(("close", ending, {}), check=False)  # sent even after a failed pipelined call
-        self._collect(block=True)
-        self.run_id = self._open_request = None
+    def log_metrics(
+        self,
+        run_id: str,
+        series: Mapping[str, Sequence[float]],
+        scalars: Mapping[str, float],
+        steps: Sequence[int] | None = None,
+    ) -> None:
+        self._call("log_metrics", run_id, series, scalars, steps)
 
-    def _send(self, message: tuple, *, check: bool = True) -> None:
-        if check:
-            self._collect(block=False)
-        try:
-            self._conn.send(message)
-        except OSError as e:
-            self._gone = True
-            raise TrackerError(f"the tracking process has gone away ({e})") from e
-        self._sent += 1
-        self.used = True
+    def log_files(self, run_id: str, files: Mapping[str, str]) -> None:
+        self._call("log_files", run_id, files)
 
-    def _collect(self, *, block: bool, until: int | None = None) -> Any:
-        """Read the replies that are in (if ``block``, those up to request ``until``, or all);
-        raise the first error, and return the last value read."""
-        value, last = None, self._sent if until is None else until
-        while self._read < last and (block or self._conn.poll()):
-            try:
-                kind, value = self._conn.recv()
-            except (EOFError, OSError) as e:
-                self._read, self._gone = self._sent, True
-                raise TrackerError("the tracking process ended unexpectedly") from e
-            self._read += 1
-            if kind == "err":
-                self._awaited.pop(self._read, None)
-                raise _unpack(value)
-            if self._read == self._open_request:
-                self.run_id = value
-            if self._read in self._awaited:
-                self._awaited[self._read] = value
-        return value
+    def log_dataset(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        *,
+        features: Sequence[str],
+        target: str,
+        name: str,
+        source: str,
+        context: str = "training",
+    ) -> None:
+        self._call(
+            "log_dataset", X, y, features=features, target=target, name=name, source=source,
+            context=context,
+        )  # fmt: skip
 
-    def stop(self, timeout: float = 60.0) -> None:
-        """Let the tracking process finish what was sent, and end it."""
-        if not self.used and self._proc is not None:  # it never had work: no need to wait
-            self._proc.kill()
-        with contextlib.suppress(Exception):
-            self._collect(block=True)
-        self._conn.close()
-        self._gone = True
-        if self._proc is None:  # a forked one ends as its connection closes
-            return
-        try:
-            self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+    def log_model(
+        self,
+        theta: Sequence[float],
+        features: Sequence[str],
+        example: Sequence[Sequence[float]],
+        *,
+        run_id: str | None = None,
+        uri: str | None = None,
+    ) -> str:
+        return self._call("log_model", theta, features, example, run_id=run_id, uri=uri)
+
+    def set_tags(self, uri: str, run_id: str, tags: Mapping[str, str]) -> None:
+        self._call("set_tags", uri, run_id, tags)
+
+    def create_run(self, uri: str, exp_id: str, run_name: str, tags: Mapping[str, str]) -> str:
+        return self._call("create_run", uri, exp_id, run_name, tags)
+
+    def end_run(self, uri: str, run_id: str, status: str = "FINISHED") -> None:
+        self._call("end_run", uri, run_id, status)
+
+    def open_sweep(
+        self, uri: str, experiment: str, run_name: str, tags: Mapping[str, str]
+    ) -> tuple[str, str]:
+        return self.submit_open_sweep(uri, experiment, run_name, tags)()
+
+    def submit_open_sweep(
+        self, uri: str, experiment: str, run_name: str, tags: Mapping[str, str]
+    ) -> Callable[[], tuple[str, str]]:
+        """:meth:`open_sweep` without waiting: returns a function that waits for its ids."""
+        return self._submit("open_sweep", uri, experiment, run_name, tags)
+
+    def summarize_sweep(
+        self, uri: str, exp_id: str, parent: str, *, best_model: bool = False
+    ) -> str:
+        return self._call("summarize_sweep", uri, exp_id, parent, best_model=best_model)
+
+    def stop_heartbeat(self, run_id: str) -> None:
+        self._call("stop_heartbeat", run_id)
+
+    def find_finished(
+        self, uri: str, experiment: str, tag: str, value: str
+    ) -> dict[str, Any] | None:
+        return self._call("find_finished", uri, experiment, tag, value)
+
+    def run_status(self, uri: str, run_id: str) -> str:
+        return self._call("run_status", uri, run_id)
 
 
 _current: Tracker | None = None  # the tracking process of this (CLI) process, once started
@@ -235,12 +170,15 @@ def bind(t: Tracker) -> Iterator[Tracker]:
         _bound.tracker = None
 
 
-def tracking() -> Any:
-    """Where runs are written: :mod:`lrexp.tracking` in this thread's tracking process (see
-    :func:`current`), else here (imported only now: MLflow is slow to import)."""
-    import importlib
+def calls() -> TrackingCalls:
+    """Where runs are written: this thread's tracking process (see :func:`current`), else
+    :mod:`lrexp.tracking.local` here (imported only now: MLflow is slow to import)."""
+    tracker = current()
+    if tracker is not None:
+        return tracker
+    from lrexp.tracking import local
 
-    return current() or importlib.import_module("lrexp.tracking.local")
+    return local  # a module of the same calls
 
 
 def start(more: int = 0) -> Tracker:
@@ -302,10 +240,3 @@ def process() -> Iterator[Tracker]:
         yield tracker
     finally:
         stop()
-
-
-def _unpack(data: bytes) -> BaseException:
-    try:
-        return pickle.loads(data)
-    except Exception as e:
-        return TrackerError(f"the tracking process failed, and its error could not be read: {e}")

@@ -1,11 +1,10 @@
-"""The tracking process of :mod:`lrexp.tracker`: it carries out the training process's calls
-on :mod:`lrexp.tracking`, in order, and never leaves the run it opened RUNNING."""
+"""The tracking process (see :mod:`lrexp.tracking.client`): it carries out the training process's
+calls (:class:`~lrexp.tracking.interface.TrackingCalls`) with :mod:`lrexp.tracking.local`, in order,
+and never leaves the run it opened RUNNING. It imports MLflow, never JAX."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import logging
 import os
 import pickle
 import signal
@@ -15,8 +14,10 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from lrexp.tracking import signals
-from lrexp.tracking.client import ACTIVE, ORPHANED, TrackerError
+from lrexp import quiet_libraries
+from lrexp.tracking import signals, store
+from lrexp.tracking.channel import ACTIVE, ORPHANED, TrackerError
+from lrexp.tracking.interface import CALLS
 
 
 def serve(fd: int, spares: list[int] | None = None) -> None:
@@ -27,13 +28,9 @@ def serve(fd: int, spares: list[int] | None = None) -> None:
     sys.argv = sys.argv[1:]  # the training process's: the run's source (mlflow.source.name)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the training process decides how runs end
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    for noisy in ("mlflow.store.db.utils", "alembic", "mlflow.pyfunc", "mlflow.models"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # As lrexp.store.check_server sets them in the process that calls MLflow: fail fast on an
-    # unreachable server rather than retry each call for minutes.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    from lrexp.tracking import local as tracking
+    quiet_libraries()
+    store.fail_fast_http()  # an unreachable server fails in seconds, not minutes of retries
+    from lrexp.tracking import lifecycle
 
     warm_up = _warm_up_steps()
     if spares:
@@ -50,11 +47,11 @@ def serve(fd: int, spares: list[int] | None = None) -> None:
             try:
                 request = conn.recv()
             except (EOFError, OSError):  # closed, or reset with replies unread: it is gone
-                _end(tracking, state, "KILLED", ORPHANED)
+                _end(lifecycle, state, "KILLED", ORPHANED)
                 break
-            conn.send(_carry_out(tracking, state, *_request(request)))
+            conn.send(_carry_out(lifecycle, state, *_request(request)))
     except BaseException as e:  # never leave the run RUNNING, nor let MLflow's exit hook FINISH it
-        _end(tracking, state, "FAILED", f"lrexp's tracking process failed: {signals.reason(e)}")
+        _end(lifecycle, state, "FAILED", f"lrexp's tracking process failed: {signals.reason(e)}")
         raise
     finally:
         sys.stdout.flush()
@@ -73,43 +70,42 @@ def _fork(fd: int, spares: list[int]) -> int:
     return fd
 
 
-def _carry_out(tracking: Any, state: dict[str, Any], kind: str, what: Any, args, kwargs) -> tuple:
+def _carry_out(lifecycle: Any, state: dict[str, Any], kind: str, what: Any, args, kwargs) -> tuple:
     """Carry out one request; the reply: ("ok", value) or ("err", the pickled exception)."""
     try:
         if kind == "open":
-            value = tracking.open_run(*args, **kwargs)
+            value = lifecycle.open_run(*args, **kwargs)
             state["open"] = True
-            state["heartbeat"] = tracking.Heartbeat(args[0], value).__enter__()
+            state["heartbeat"] = lifecycle.Heartbeat(args[0], value).__enter__()
         elif kind == "close":
             _stop_heartbeat(state)
             state["open"] = False  # close_run ends the run even when recording why fails
-            value = tracking.close_run(*what)
+            value = lifecycle.close_run(*what)
         else:
-            args = tuple(_active(a, tracking) for a in args)
-            kwargs = {k: _active(v, tracking) for k, v in kwargs.items()}
-            value = _function(tracking, what)(*args, **kwargs)
+            args = tuple(_active(a) for a in args)
+            kwargs = {k: _active(v) for k, v in kwargs.items()}
+            value = _call(what)(*args, **kwargs)
         return ("ok", value)
     except Exception as e:
         return ("err", _pack(e))
 
 
-def _function(tracking: Any, what: str) -> Callable[..., Any]:
-    """``lrexp.tracking``'s function ``what``, or for ``"lrexp.module:function"`` that one."""
-    if ":" not in what:
-        return getattr(tracking, what)
-    module, name = what.split(":")
-    if not module.startswith("lrexp."):
-        raise ValueError(f"not one of lrexp's functions: {what!r}")
-    return getattr(importlib.import_module(module), name)
+def _call(name: str) -> Callable[..., Any]:
+    """The local implementation of tracking call ``name`` (one of the interface's, no other)."""
+    if name not in CALLS or name == "run":  # a run is opened and closed by its own requests
+        raise ValueError(f"not a tracking call: {name!r}")
+    from lrexp.tracking import local
+
+    return getattr(local, name)
 
 
-def _end(tracking: Any, state: dict[str, Any], status: str, reason: str) -> None:
+def _end(lifecycle: Any, state: dict[str, Any], status: str, reason: str) -> None:
     """End the run left open, if there is one, with ``status`` and ``reason``."""
     _stop_heartbeat(state)
     if state["open"]:
         state["open"] = False
         with contextlib.suppress(Exception):
-            tracking.close_run(status, reason)
+            lifecycle.close_run(status, reason)
 
 
 def _stop_heartbeat(state: dict[str, Any]) -> None:
@@ -118,8 +114,13 @@ def _stop_heartbeat(state: dict[str, Any]) -> None:
         state["heartbeat"] = None
 
 
-def _active(arg: Any, tracking: Any) -> Any:
-    return tracking.active_run_id() if isinstance(arg, str) and arg == ACTIVE else arg
+def _active(arg: Any) -> Any:
+    """The open run's id where the training side sent :data:`ACTIVE` in its place."""
+    if isinstance(arg, str) and arg == ACTIVE:
+        from lrexp.tracking import writer
+
+        return writer.active_run_id()
+    return arg
 
 
 def _request(message: tuple) -> tuple[str, Any, tuple, dict]:
@@ -133,10 +134,10 @@ def _request(message: tuple) -> tuple[str, Any, tuple, dict]:
 
 def _warm_up_steps() -> list[Callable[[], None]]:
     """What a run's calls would otherwise do on the way, in the order they need it: imports,
-    and MLflow's map from modules to installed packages, which ``log_model`` consults to check
-    the model's requirements against what is installed."""
+    and MLflow's map from modules to installed packages (see
+    :func:`~lrexp.tracking.mlflow_private.assume_model_requirements`)."""
 
-    def store() -> None:
+    def open_store() -> None:
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
     def dataset() -> None:
@@ -144,17 +145,12 @@ def _warm_up_steps() -> list[Callable[[], None]]:
 
     def model() -> None:
         import mlflow.pyfunc  # noqa: F401
-        from mlflow.utils import requirements_utils
 
-        # MLflow builds the map by reading the file list of every installed distribution (0.3 s
-        # to over 1 s). This process logs only lrexp's model, whose requirements are these three.
-        with contextlib.suppress(Exception):  # a private cache: only its time is at stake
-            if requirements_utils._MODULES_TO_PACKAGES is None:
-                requirements_utils._MODULES_TO_PACKAGES = {
-                    p: [p] for p in ("mlflow", "numpy", "pandas")
-                }
+        from lrexp.tracking import mlflow_private, writer
 
-    return [store, dataset, model]
+        mlflow_private.assume_model_requirements(writer.MODEL_REQUIREMENTS)
+
+    return [open_store, dataset, model]
 
 
 def _pack(e: BaseException) -> bytes:

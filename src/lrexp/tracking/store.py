@@ -22,9 +22,7 @@ def check_server(uri: str, timeout: float = 3.0) -> str | None:
         return None
     import requests
 
-    # Fail fast later too: MLflow otherwise retries each call for minutes.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    fail_fast_http()
     try:
         response = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
     except requests.RequestException as e:
@@ -32,6 +30,14 @@ def check_server(uri: str, timeout: float = 3.0) -> str | None:
     if response.status_code != 200:
         return f"the server answered /health with HTTP {response.status_code}"
     return None
+
+
+def fail_fast_http() -> None:
+    """Make MLflow's calls to a server fail within seconds when it does not answer: by default
+    each call retries for about four minutes. (Set in every process that calls MLflow; a user's
+    own settings of these variables win.)"""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
 def missing_store(uri: str) -> Path | None:

@@ -14,17 +14,13 @@ import re
 import numpy as np
 import pandas as pd
 
+from lrexp.core.objective import objective
 from lrexp.report import plots
-from lrexp.tracking import local as tracking
+from lrexp.tracking import reader, writer
 
 log = logging.getLogger("lrexp")
 
 MAX_OVERLAY = 64  # curves drawn in the overlay plot, best first
-
-
-def objective(metrics: dict[str, float]) -> float:
-    """A child's test MSE: cross-validated where it has folds; NaN where it has none."""
-    return metrics.get("cv_test_mse_mean", metrics.get("final_test_mse", math.nan))
 
 
 def without_seed(overrides: str) -> str:
@@ -100,7 +96,7 @@ def summarize(uri: str, exp_id: str, parent: str, *, best_model: bool = False) -
     With ``best_model``, the best child also gets its pyfunc model now (the children of such a
     sweep log none: it costs each of them as much as the rest of its logging).
     """
-    board = leaderboard(tracking.child_runs(uri, exp_id, parent))
+    board = leaderboard(reader.child_runs(uri, exp_id, parent))
     finished = board[board["status"] == "FINISHED"]
     failed = board[board["status"] != "FINISHED"]
     seeds = seed_stats(board)
@@ -117,8 +113,8 @@ def summarize(uri: str, exp_id: str, parent: str, *, best_model: bool = False) -
         metrics["best_seed_mean_test_mse"] = seeds["mean_test_mse"].iloc[0]
     curves = {
         r["run"]: (
-            tracking.metric_curve(uri, r["run_id"], "train_mse"),
-            tracking.metric_curve(uri, r["run_id"], "test_mse"),
+            reader.metric_curve(uri, r["run_id"], "train_mse"),
+            reader.metric_curve(uri, r["run_id"], "test_mse"),
         )
         for _, r in finished.head(MAX_OVERLAY).iterrows()
     }
@@ -130,7 +126,7 @@ def summarize(uri: str, exp_id: str, parent: str, *, best_model: bool = False) -
     }
     if len(seeds):
         texts["seeds.csv"] = seeds.to_csv(index=False)
-    tracking.log_to(uri, parent, metrics=metrics, params=params, texts=texts)
+    writer.log_to(uri, parent, metrics=metrics, params=params, texts=texts)
     return text(board, seeds, parent)
 
 
@@ -140,12 +136,12 @@ def log_best_model(uri: str, run_id: str) -> str | None:
     None where the child has no usable ``theta.json`` (a job skipped for an earlier run) or the
     model could not be logged: the sweep's summary goes on without it.
     """
-    doc = tracking.artifact_text(uri, run_id, "theta.json")
+    doc = reader.artifact_text(uri, run_id, "theta.json")
     try:
         theta = json.loads(doc) if doc else {}
         if "features" not in theta:
             return None
-        return tracking.log_model(
+        return writer.log_model(
             theta["theta"], theta["features"], theta["example"], run_id=run_id, uri=uri
         )
     except Exception as e:
