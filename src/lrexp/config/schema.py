@@ -83,6 +83,13 @@ class Lbfgs(Sgd):
     memory_size: int = MISSING
 
 
+@dataclass
+class Lion(Sgd):
+    b1: float = MISSING
+    b2: float = MISSING
+    weight_decay: float = MISSING
+
+
 # --- learning-rate schedules: multipliers of optimizer.lr --------------------------------------
 @dataclass
 class Constant:
@@ -138,7 +145,7 @@ class TrackingConfig:
 # OmegaConf 2.3 cannot hold a union of dataclasses, so it sees Any; type checkers see the union.
 if TYPE_CHECKING:
     DataSchema = LinearData | CollinearData | CsvData
-    OptimizerSchema = Sgd | Momentum | Adam | AdamW | RmsProp | Adagrad | Lbfgs
+    OptimizerSchema = Sgd | Momentum | Adam | AdamW | RmsProp | Adagrad | Lion | Lbfgs
     ScheduleSchema = Constant | Exponential | Cosine | WarmupCosine
 else:
     DataSchema = OptimizerSchema = ScheduleSchema = Any
@@ -163,6 +170,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "adamw": AdamW,
         "rmsprop": RmsProp,
         "adagrad": Adagrad,
+        "lion": Lion,
         "lbfgs": Lbfgs,
     },
     "schedule": {

@@ -137,6 +137,12 @@ OPTIMIZERS: dict[str, Optimizer] = {
         ),
         ("lr", "initial_accumulator_value", "eps"),
     ),
+    "lion": Optimizer(
+        lambda schedule, f, s: optax.lion(
+            schedule, b1=f["b1"], b2=f["b2"], weight_decay=f["weight_decay"]
+        ),
+        ("lr", "b1", "b2", "weight_decay"),
+    ),
     "lbfgs": Optimizer(
         lambda schedule, f, s: optax.lbfgs(schedule, memory_size=s["memory_size"]),
         ("lr",),
