@@ -17,7 +17,7 @@ from conftest import typed_config
 
 from lrexp import config
 from lrexp.config import ConfigError
-from lrexp.core import data, fit, layouts
+from lrexp.core import data, fit, layouts, shuffle
 
 N, N_TRAIN = 400, 320
 WEIGHTS = [2.0, -1.5, 3.0, -0.5, 0.3]
@@ -44,8 +44,8 @@ def fit_blocks(split, s: fit.LoopSpec, key=0, floats=MOMENTUM, dtype=jnp.float64
 def numpy_batches(n: int, batch: int, block: int, key, epochs: int) -> list[list[np.ndarray]]:
     """Each epoch's batches as arrays of row indices, rebuilt from ``data``'s functions."""
     layout = np.asarray(
-        data.shuffled_rows(
-            data.shuffle_key(jax.random.fold_in(key, layouts.LAYOUT)),
+        shuffle.shuffled_rows(
+            shuffle.shuffle_key(jax.random.fold_in(key, layouts.LAYOUT)),
             n,
             jnp.arange(n, dtype=jnp.int32),
         )
@@ -56,8 +56,8 @@ def numpy_batches(n: int, batch: int, block: int, key, epochs: int) -> list[list
     steps = -(-n // batch)
     out = []
     for e in range(epochs):
-        order = data.shuffle_key(jax.random.fold_in(key, e))
-        every = jax.jit(jax.vmap(data.batch_blocks, in_axes=(None, None, None, 0)),
+        order = shuffle.shuffle_key(jax.random.fold_in(key, e))
+        every = jax.jit(jax.vmap(shuffle.batch_blocks, in_axes=(None, None, None, 0)),
                         static_argnums=(1, 2))  # fmt: skip
         # every batch of the epoch in one call
         all_ids, all_masks = every(order, n_blocks, batch // block, jnp.arange(steps))

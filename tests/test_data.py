@@ -16,17 +16,14 @@ from lrexp.core.data import (
     DataError,
     Dataset,
     Standardizer,
-    batch_rows,
-    epoch_batches,
     fold_indices,
     holdout_size,
     load_csv,
     make_linear,
     min_train_rows,
-    shuffle_key,
-    shuffled_rows,
     split_indices,
 )
+from lrexp.core.shuffle import batch_rows, epoch_batches, shuffle_key, shuffled_rows
 
 # ---------------------------------------------------------------------------------------------
 # make_linear

@@ -39,6 +39,7 @@ def run_fit(split, spec, opt_floats, sched_floats=None, tol=None, dtype=jnp.floa
 
 
 ADAM = {"b1": 0.9, "b2": 0.999, "eps": 1e-8}
+LION = {"b1": 0.9, "b2": 0.99, "weight_decay": 0.0}
 CONSTANT = ("constant", {}, ())
 # Decaying the rate to 0 removes the steady-state jitter of sign-based (Adam/RMSProp) and
 # stochastic steps, so they settle on the optimum instead of hovering around it.
@@ -74,6 +75,8 @@ CASES = [
         1000,
         1e-6,
     ),
+    # sign steps of ±lr_t per coordinate: the cosine decay lets them settle on the optimum
+    ("lion", {"lr": 0.01, **LION}, (), COSINE, None, 2000, 1e-6),
     ("lbfgs", {"lr": 1.0}, (("memory_size", 10),), CONSTANT, None, 20, 1e-6),
     ("sgd", {"lr": 0.005}, (), COSINE, 10, 60, 1e-3),
     ("momentum", {"lr": 0.002, "momentum": 0.9}, (), COSINE, 20, 60, 1e-3),
@@ -318,6 +321,7 @@ def test_fit_returns_theta_and_history_in_the_training_dtype(split, dtype, sched
             32,
         ),
         ("adagrad", {"lr": 0.5, "initial_accumulator_value": 0.1, "eps": 1e-7}, (), 32),
+        ("lion", {"lr": 0.01, **LION}, (), 32),
         ("lbfgs", {"lr": 1.0}, (("memory_size", 5),), None),
     ],
     ids=lambda v: v if isinstance(v, str) else None,

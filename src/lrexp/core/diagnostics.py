@@ -2,20 +2,20 @@
 
 TSSE is a sum, so its curvature grows with the rows in a batch: the Hessian of a batch of b rows
 is about 2·(b/n)·X̃ᵀX̃. Plain gradient descent is stable for lr < 2/L with L = 2·λmax of that
-Hessian's half, i.e. lr < n / (b·λmax(X̃ᵀX̃)); heavy-ball momentum β stretches it by (1 + β).
+Hessian's half, i.e. lr < n / (b·λmax(X̃ᵀX̃)); heavy-ball momentum β stretches it by (1 + β)
+(each optimizer's registry entry gives its factor: :attr:`optim.Optimizer.stable_factor`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
 
-from lrexp.core import model
+from lrexp.core import model, optim
 
-# Optimizers whose step is lr × gradient: their stability depends on the loss's scale.
-GRADIENT_SCALED = frozenset({"sgd", "momentum", "nesterov"})
 THETA_ERROR_WARN = 0.01  # warn when cond(X̃ᵀX̃)·eps(dtype), θ's relative error, passes 1%
 
 
@@ -34,6 +34,7 @@ class Spectrum(NamedTuple):
 
 
 def spectrum(X_std: np.ndarray) -> Spectrum:
+    """Measure the rows of X̃ and the extreme eigenvalues of X̃ᵀX̃."""
     gram = np.asarray(model.sufficient_stats(jnp.asarray(X_std), jnp.zeros(len(X_std))).gram)
     eig = np.linalg.eigvalsh(gram)
     return Spectrum(len(X_std), float(eig[-1]), float(max(eig[0], 0.0)))
@@ -44,23 +45,34 @@ def check(
     *,
     batch_size: int | None,
     optimizer: str,
-    lr: float,
-    momentum: float | None,
+    knobs: Mapping[str, float] | None = None,
     dtype: str,
+    lr: float | None = None,
+    momentum: float | None = None,
 ) -> Diagnostics:
     """Bound the learning rate and judge the conditioning of the standardized design X̃ (or of
-    its :func:`spectrum`, for runs that share it)."""
+    its :func:`spectrum`, for runs that share it).
+
+    ``knobs`` are the optimizer's float knobs, ``lr`` included. (``lr`` and ``momentum`` in their
+    place are the former signature's, kept until every caller passes ``knobs``.)
+    """
+    if knobs is None:  # the former signature
+        if lr is None:
+            raise TypeError("check() needs the optimizer's float knobs, lr included")
+        knobs = {"lr": lr} if momentum is None else {"lr": lr, "momentum": momentum}
     n, lam_max, lam_min = X_std if isinstance(X_std, Spectrum) else spectrum(X_std)
     stable_lr = n / ((batch_size or n) * lam_max)
     condition = lam_max / lam_min if lam_min > 0 else float("inf")
     warnings = []
-    if optimizer in GRADIENT_SCALED:
-        bound = stable_lr * (1.0 + (momentum or 0.0))
+    entry = optim.OPTIMIZERS[optimizer]
+    if entry.stable_factor is not None:
+        lr, factor = knobs["lr"], entry.stable_factor(knobs)
+        bound = stable_lr * factor
         if lr > bound:
             warnings.append(
                 f"optimizer.lr={lr:g} exceeds the largest stable learning rate for this data and "
-                f"batch size ({bound:.3g}{' with momentum' if momentum else ''}; TSSE is a sum, "
-                "so it shrinks as batches grow): expect divergence"
+                f"batch size ({bound:.3g}{' with momentum' if factor != 1 else ''}; TSSE is a "
+                "sum, so it shrinks as batches grow): expect divergence"
             )
     error = condition * float(np.finfo(dtype).eps)  # θ's relative error, roughly
     if error > THETA_ERROR_WARN:

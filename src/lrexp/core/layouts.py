@@ -3,16 +3,13 @@ rows for mini-batches, or blocks of rows for block-shuffled mini-batches."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from lrexp.core import data as data_mod
-from lrexp.core import model
-
-if TYPE_CHECKING:
-    from lrexp.core.fit import LoopSpec
+from lrexp.core import model, shuffle
+from lrexp.core.spec import LoopSpec
 
 
 class BatchRows(NamedTuple):
@@ -110,7 +107,7 @@ def _block_data(X, y, X_test, y_test, key, dtype, block: int):
     their :class:`BlockMoments`."""
     n = X.shape[0]
     n_blocks = -(-n // block)
-    order = data_mod.shuffled_rows(data_mod.shuffle_key(key), n, jnp.arange(n, dtype=jnp.int32))
+    order = shuffle.shuffled_rows(shuffle.shuffle_key(key), n, jnp.arange(n, dtype=jnp.int32))
     Z = jnp.concatenate([jnp.ones_like(y)[:, None], X, y[:, None]], axis=1).astype(dtype)[order]
     Z = jnp.pad(Z, ((0, (n_blocks + 1) * block - n), (0, 0)))
     Zb = Z.reshape(n_blocks + 1, block, Z.shape[1]).transpose(0, 2, 1)

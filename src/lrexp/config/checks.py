@@ -1,0 +1,223 @@
+"""Value checks of a composed config: ranges the schema's types cannot express, the names of
+options against the optimizer and schedule registry, and sizes that depend on the loaded data."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from lrexp.config.schema import SCHEMAS, Config, CsvData, LinearData, TrainConfig
+from lrexp.core import optim
+
+
+class ConfigError(ValueError):
+    """A configuration value that is not allowed: names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value!r}: {allowed}")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _rule(test: Callable[[Any], bool], allowed: str) -> tuple[Callable[[Any], bool], str]:
+    return test, allowed
+
+
+_UNIT = _rule(lambda v: _finite(v) and 0 <= v < 1, "must be a number in [0, 1)")
+_POSITIVE = _rule(lambda v: _finite(v) and v > 0, "must be a finite number > 0")
+_NON_NEGATIVE = _rule(lambda v: _finite(v) and v >= 0, "must be a finite number >= 0")
+_COUNT = _rule(lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
+
+# One rule per field name, wherever the field appears: the same knob means the same thing in
+# every optimizer (Optax's naming), so it is checked the same way.
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "lr": _POSITIVE,
+    "momentum": _UNIT,
+    "b1": _UNIT,
+    "b2": _UNIT,
+    "decay": _UNIT,
+    "eps": _POSITIVE,
+    "weight_decay": _NON_NEGATIVE,
+    "initial_accumulator_value": _NON_NEGATIVE,
+    "memory_size": _COUNT,
+    "transition_steps": _COUNT,
+    "decay_rate": _POSITIVE,
+    "decay_steps": _rule(
+        lambda v: v is None or (isinstance(v, int) and v >= 1),
+        "must be null (all steps) or an integer >= 1",
+    ),
+    "alpha": _rule(lambda v: _finite(v) and 0 <= v <= 1, "must be a number in [0, 1]"),
+    "warmup_steps": _rule(lambda v: isinstance(v, int) and v >= 0, "must be an integer >= 0"),
+    "n": _rule(lambda v: isinstance(v, int) and v >= 2, "must be an integer >= 2"),
+    "noise": _NON_NEGATIVE,
+    "bias": _rule(_finite, "must be a finite number"),
+    "weights": _rule(
+        lambda v: len(v) >= 1 and all(_finite(w) for w in v),
+        "must be a non-empty list of finite numbers",
+    ),
+    "collinearity": _UNIT,
+    "path": _rule(lambda v: bool(v), "must name a CSV file"),
+    "target": _rule(lambda v: bool(v), "must name the target column"),
+    "features": _rule(
+        lambda v: v is None or (len(v) >= 1 and len(set(v)) == len(v)),
+        "must be null (all other columns) or a non-empty list of distinct names",
+    ),
+    "epochs": _COUNT,
+    "max_curve_points": _rule(
+        lambda v: isinstance(v, int) and v >= 3, "must be an integer >= 3 (first, best, last)"
+    ),
+    "sweep_model": _rule(lambda v: v in ("best", "every"), "must be one of: best, every"),
+    "batch_size": _rule(
+        lambda v: v is None or (isinstance(v, int) and v >= 1),
+        "must be null (full batch) or an integer >= 1",
+    ),
+    "steps": _rule(
+        lambda v: v is None or (isinstance(v, int) and v >= 1),
+        "must be null (use train.epochs) or an integer >= 1",
+    ),
+    "shuffle_block": _rule(
+        lambda v: isinstance(v, int) and v >= 1,
+        "must be an integer >= 1 (1: rows shuffled one by one)",
+    ),
+    "tol": _rule(
+        lambda v: v is None or (_finite(v) and v >= 0), "must be null (off) or a finite number >= 0"
+    ),
+    "test_fraction": _rule(lambda v: _finite(v) and 0 < v < 1, "must be a number in (0, 1)"),
+    "folds": _rule(
+        lambda v: v is None or (isinstance(v, int) and v >= 2),
+        "must be null (single split) or an integer >= 2",
+    ),
+    "dtype": _rule(lambda v: v in ("float32", "float64"), "must be one of: float32, float64"),
+    "seed": _rule(lambda v: isinstance(v, int) and 0 <= v < 2**63, "must be an integer >= 0"),
+    "experiment": _rule(lambda v: bool(v.strip()), "must be a non-empty experiment name"),
+}
+
+
+def to_object(cfg: DictConfig) -> Config:
+    """Convert a composed DictConfig into typed dataclasses: the edge between Hydra and the core."""
+    obj = OmegaConf.to_object(cfg)
+    assert isinstance(obj, Config)
+    # Keys added with Hydra's `+` (`+optimizer.foo=1`, `+optimizer._target_=…`) compose, and
+    # to_object would drop them silently: an unknown key is an error wherever it comes from.
+    _no_unknown_keys(cfg, obj, "")
+    return obj
+
+
+def _no_unknown_keys(node: DictConfig, obj: Any, prefix: str) -> None:
+    allowed = [f.name for f in fields(obj)]
+    for key in node:
+        if key == "hydra" and not prefix:
+            continue
+        if key not in allowed:
+            raise ConfigError(
+                f"{prefix}{key}", node[key], f"unknown key; allowed: {', '.join(allowed)}"
+            )
+        if is_dataclass(getattr(obj, key)):
+            _no_unknown_keys(node[key], getattr(obj, key), f"{prefix}{key}.")
+
+
+def _names(group: str) -> Any:
+    """The options of a group: the registry's optimizers and schedules, the data schemas."""
+    return {"optimizer": optim.OPTIMIZERS, "schedule": optim.SCHEDULES}.get(group, SCHEMAS[group])
+
+
+def validate(cfg: Config, base_dir: str | Path = ".") -> None:
+    """Check every value against its rule; raise :class:`ConfigError` on the first bad one."""
+    for group in ("data", "optimizer", "schedule", "train", "tracking"):
+        node: Any = getattr(cfg, group)
+        assert is_dataclass(node)
+        if group in ("data", "optimizer", "schedule") and node.name not in _names(group):
+            allowed = f"must be one of: {', '.join(sorted(_names(group)))}"
+            raise ConfigError(f"{group}.name", node.name, allowed)
+        for f in fields(node):
+            value = getattr(node, f.name)
+            if f.name in RULES:
+                test, allowed = RULES[f.name]
+                if not test(value):
+                    raise ConfigError(f"{group}.{f.name}", value, allowed)
+    _check_data(cfg.data, base_dir)
+    _check_train(cfg.train)
+
+
+def _check_data(data: Any, base_dir: str | Path) -> None:
+    """Check what ties the data's values together, and that a CSV file exists."""
+    if isinstance(data, LinearData) and data.n < len(data.weights) + 2:
+        raise ConfigError(
+            "data.n",
+            data.n,
+            f"must exceed the number of features + 1 "
+            f"({len(data.weights) + 1}) so that the least-squares fit is determined",
+        )
+    if isinstance(data, CsvData):
+        path = Path(base_dir, data.path)
+        if not path.is_file():
+            raise ConfigError(
+                "data.path",
+                data.path,
+                f"must be an existing CSV file (looked for {path.resolve()})",
+            )
+        if data.features and data.target in data.features:
+            raise ConfigError(
+                "data.features",
+                data.features,
+                f"must not contain the target column {data.target!r}",
+            )
+
+
+def _check_train(train: TrainConfig) -> None:
+    """Check what ties the training values together."""
+    if train.shuffle_block > 1 and (
+        train.batch_size is None or train.batch_size % train.shuffle_block
+    ):
+        raise ConfigError(
+            "train.shuffle_block",
+            train.shuffle_block,
+            "must divide train.batch_size "
+            f"({'null: full batch' if train.batch_size is None else train.batch_size}), "
+            "or be 1",
+        )
+    if train.steps is not None and train.batch_size is not None:
+        raise ConfigError(
+            "train.steps",
+            train.steps,
+            "applies to full-batch training only "
+            "(train.batch_size=null); with mini-batches use train.epochs",
+        )
+
+
+def validate_sizes(cfg: Config, *, n_rows: int, n_features: int, n_train: int) -> None:
+    """Check the values that depend on the loaded data's size."""
+    if n_rows < n_features + 2:
+        key, value = (
+            ("data.path", cfg.data.path) if isinstance(cfg.data, CsvData) else ("data.n", n_rows)
+        )
+        raise ConfigError(
+            key,
+            value,
+            f"has {n_rows} rows for {n_features} features; needs at "
+            f"least {n_features + 2} (the least-squares fit must be determined)",
+        )
+    if cfg.train.folds is not None and cfg.train.folds > n_rows:
+        raise ConfigError(
+            "train.folds", cfg.train.folds, f"must be <= the number of rows ({n_rows})"
+        )
+    if n_train < n_features + 1:
+        raise ConfigError(
+            "train.test_fraction" if cfg.train.folds is None else "train.folds",
+            cfg.train.test_fraction if cfg.train.folds is None else cfg.train.folds,
+            f"leaves {n_train} training rows; at least {n_features + 1} are needed",
+        )
+    if cfg.train.batch_size is not None and cfg.train.batch_size > n_train:
+        raise ConfigError(
+            "train.batch_size",
+            cfg.train.batch_size,
+            f"must be <= the number of training rows ({n_train}), or null",
+        )

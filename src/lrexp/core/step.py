@@ -1,0 +1,124 @@
+"""The loop's training steps, traced inside the compiled chunk: a full-batch step, or the part of a
+mini-batch epoch that one compiled call runs (a ``lax.scan`` over batches).
+
+Each batch's rows come from a keyed pseudo-random bijection of the row indices
+(:mod:`lrexp.core.shuffle`), so the steps need only their position (epoch, batch) to go on from
+anywhere. An update that would leave θ non-finite is not taken: θ stays, and the step is recorded.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lrexp.core import model, optim, shuffle
+from lrexp.core.layouts import BatchBlocks, BlockMoments
+from lrexp.core.spec import LoopSpec
+
+
+class State(NamedTuple):
+    theta: jax.Array  # θ̃ = [θ0, θ1..θM]
+    opt_state: Any
+    step: jax.Array  # optimizer steps taken
+    epoch: jax.Array  # epochs completed
+    batch: jax.Array  # mini-batches of the epoch in progress taken so far
+    mse: jax.Array  # train MSE after the last completed epoch
+    done: jax.Array  # all epochs run, the tolerance met, or diverged
+    stop_epoch: jax.Array  # epoch at which the tolerance was met; -1 if never
+    diverged: jax.Array  # the step whose update left θ non-finite (θ kept from before); -1 if never
+
+
+class Loop(NamedTuple):
+    """What every step of one compiled chunk shares."""
+
+    spec: LoopSpec
+    tx: optax.GradientTransformation
+    train: Any  # model.Columns | model.Stats, or BatchRows | BatchBlocks | BlockMoments
+    key: jax.Array  # the run's shuffling key: an epoch's order is fold_in(key, epoch)
+    n: int  # rows per epoch, where the loop's shape depends on it
+
+
+def _guarded(theta, opt_state, new_theta, new_opt_state, diverged, step, live=True):
+    """Take a live update only while θ stays finite; else keep θ and record the step once."""
+    finite = jnp.all(jnp.isfinite(new_theta))
+    ok = live & (diverged < 0) & finite
+    keep = partial(jnp.where, ok)
+    diverged = jnp.where(live & (diverged < 0) & ~finite, step, diverged)
+    return keep(new_theta, theta), jax.tree.map(keep, new_opt_state, opt_state), diverged
+
+
+def full_step(s: State, value: jax.Array, grad: jax.Array, loop: Loop) -> State:
+    """Take one full-batch step from the TSSE ``value`` and its ``grad`` at ``s.theta``."""
+
+    def loss_fn(theta):
+        return model.loss(theta, loop.train)
+
+    if optim.OPTIMIZERS[loop.spec.optimizer].line_search:
+        updates, opt_state = loop.tx.update(
+            grad, s.opt_state, s.theta, value=value, grad=grad, value_fn=loss_fn
+        )
+    else:
+        updates, opt_state = loop.tx.update(grad, s.opt_state, s.theta)
+    new_theta = optax.apply_updates(s.theta, updates)
+    theta, opt_state, diverged = _guarded(
+        s.theta, s.opt_state, new_theta, opt_state, s.diverged, s.step + 1
+    )
+    return s._replace(theta=theta, opt_state=opt_state, diverged=diverged, step=s.step + 1)
+
+
+def batch_gradient(theta: jax.Array, order: jax.Array, b: jax.Array, loop: Loop) -> jax.Array:
+    """The TSSE gradient at θ̃ of mini-batch ``b`` of the epoch whose round keys are ``order``."""
+    spec, train = loop.spec, loop.train
+    if isinstance(train, BatchBlocks | BlockMoments):
+        blocks = train[0]  # Zb, or S: per block, its rows or its moments
+        ids, mask = shuffle.batch_blocks(
+            order, blocks.shape[0] - 1, spec.batch_size // spec.block, b
+        )
+        ids = jnp.where(mask, ids, blocks.shape[0] - 1)  # past the end: the zero block
+        if isinstance(train, BlockMoments):
+            return model.tsse_grad_moments(theta, jnp.sum(blocks[ids], axis=0))
+        return jax.grad(model.tsse_blocks)(theta, blocks[ids])
+    idx, mask = shuffle.batch_rows(order, loop.n, spec.batch_size, b)
+    rows = train.Z[idx]
+    X, y, w = rows[:, :-1], rows[:, -1], mask.astype(rows.dtype)
+    return jax.grad(model.tsse)(theta, X, y, w)
+
+
+def batch_steps(s: State, loop: Loop) -> State:
+    """Take ``ceil(spe / split)`` mini-batch steps from position ``s.batch`` of epoch ``s.epoch``
+    (``spe``: steps per epoch); steps past the epoch's end are no-ops."""
+    spec, tx = loop.spec, loop.tx
+    spe = spec.steps_per_epoch(loop.n)
+    length = -(-spe // spec.split)
+    overrun = length * spec.split > spe  # the epoch's last part runs past its end
+    order = shuffle.shuffle_key(jax.random.fold_in(loop.key, s.epoch))
+
+    def step(carry, _):
+        theta, opt_state, diverged, steps, b = carry
+        grad = batch_gradient(theta, order, b, loop)
+        updates, new_opt_state = tx.update(grad, opt_state, theta)
+        new_theta = optax.apply_updates(theta, updates)
+        live = b < spe if overrun else True  # past the end: no step
+        theta, opt_state, diverged = _guarded(
+            theta, opt_state, new_theta, new_opt_state, diverged, steps + 1, live
+        )
+        return (theta, opt_state, diverged, steps + live, b + 1), None
+
+    carry = (s.theta, s.opt_state, s.diverged, s.step, s.batch)
+    (theta, opt_state, diverged, steps, b), _ = jax.lax.scan(step, carry, length=length)
+    return s._replace(theta=theta, opt_state=opt_state, diverged=diverged, step=steps, batch=b)
+
+
+def train_slot(s: State, value: jax.Array, grad: jax.Array, loop: Loop) -> State:
+    """Train one epoch slot: a full-batch step (from ``value`` and ``grad`` at ``s.theta``), or a
+    part of a mini-batch epoch, counting the epoch once its last batch is taken (or diverged)."""
+    if loop.spec.batch_size is None:
+        return full_step(s, value, grad, loop)._replace(epoch=s.epoch + 1)
+    spe = loop.spec.steps_per_epoch(loop.n)
+    s = batch_steps(s, loop)
+    complete = (s.batch >= spe) | (s.diverged >= 0)  # diverged: the rest would be no-ops
+    return s._replace(epoch=s.epoch + complete, batch=jnp.where(complete, 0, s.batch))
