@@ -16,7 +16,7 @@ import pytest
 import yaml
 from conftest import typed_config
 
-from lrexp import config
+from lrexp import config, pipeline
 from lrexp.core import diagnostics, model, optim
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -153,7 +153,8 @@ def test_only_gradient_scaled_optimizers_warn_of_an_unstable_lr(name):
 
 def test_line_search_optimizers_are_those_the_pipeline_gives_the_full_batch():
     assert {n for n, o in optim.OPTIMIZERS.items() if o.line_search} == {"lbfgs"}
-    assert {"lbfgs"} == optim.LINE_SEARCH  # the pipeline's former spelling, derived
+    spec = pipeline.loop_spec(typed_config("optimizer=lbfgs", "train.batch_size=10"), 100)
+    assert spec.batch_size is None
 
 
 def test_split_knobs_refuses_knobs_the_entry_does_not_declare():

@@ -45,21 +45,13 @@ def check(
     *,
     batch_size: int | None,
     optimizer: str,
-    knobs: Mapping[str, float] | None = None,
+    knobs: Mapping[str, float],
     dtype: str,
-    lr: float | None = None,
-    momentum: float | None = None,
 ) -> Diagnostics:
     """Bound the learning rate and judge the conditioning of the standardized design X̃ (or of
-    its :func:`spectrum`, for runs that share it).
-
-    ``knobs`` are the optimizer's float knobs, ``lr`` included. (``lr`` and ``momentum`` in their
-    place are the former signature's, kept until every caller passes ``knobs``.)
+    its :func:`spectrum`, for runs that share it); ``knobs`` are the optimizer's float knobs,
+    ``lr`` included.
     """
-    if knobs is None:  # the former signature
-        if lr is None:
-            raise TypeError("check() needs the optimizer's float knobs, lr included")
-        knobs = {"lr": lr} if momentum is None else {"lr": lr, "momentum": momentum}
     n, lam_max, lam_min = X_std if isinstance(X_std, Spectrum) else spectrum(X_std)
     stable_lr = n / ((batch_size or n) * lam_max)
     condition = lam_max / lam_min if lam_min > 0 else float("inf")

@@ -152,8 +152,6 @@ OPTIMIZERS: dict[str, Optimizer] = {
 }
 
 # The names of the line-searching optimizers, for callers not yet reading
-# ``OPTIMIZERS[name].line_search`` (the pipeline); derived, so the registry stays the one source.
-LINE_SEARCH = frozenset(name for name, o in OPTIMIZERS.items() if o.line_search)
 
 
 def _lookup(registry: Mapping[str, Any], key: str, name: str) -> Any:

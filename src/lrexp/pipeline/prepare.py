@@ -108,10 +108,7 @@ def prepare(cfg: Config, base_dir: str | Path = ".", *, shared: dict | None = No
         spread,
         batch_size=spec.batch_size,
         optimizer=cfg.optimizer.name,
-        lr=cfg.optimizer.lr,
-        momentum=floats.get("momentum")
-        if optim.OPTIMIZERS[cfg.optimizer.name].heavy_ball
-        else None,
+        knobs=floats,
         dtype=cfg.train.dtype,
     )
     for warning in checks.warnings:
