@@ -126,7 +126,7 @@ def test_a_failed_pipelined_call_is_raised_at_the_next_wait_and_fails_the_run(
         with failure as info, t.run(store_uri, experiment, "bad-call", {}) as rid:
             t.log_batch(rid, curves={"train_mse": [3.0, 2.0]})
             t.set_tags(store_uri, "nope", {"a": "b"})  # pipelined: fails there, unseen here
-            t.experiment_names(store_uri)  # waits: raises the failure above
+            t.run_status(store_uri, rid)  # waits: raises the failure above
         assert "tracking process" in "".join(getattr(info.value, "__notes__", [""]))
     (run,) = runs_in(store_uri, experiment)
     assert run.info.status == "FAILED"
