@@ -66,14 +66,15 @@ class Channel:
         return self._proc.poll() is None
 
     # --- how calls travel ---
-    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Send call ``name``; wait for its value unless it is pipelined."""
-        self._send(("call", name, args, kwargs))
-        return None if name in PIPELINED else self._collect(block=True)
+    def _call(self, call: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Send tracking call ``call``; wait for its value unless it is pipelined."""
+        self._send(("call", call, args, kwargs))
+        return None if call in PIPELINED else self._collect(block=True)
 
-    def _submit(self, name: str, *args: Any, **kwargs: Any) -> Callable[[], Any]:
-        """Send call ``name`` without waiting; return a function that waits for its value."""
-        self._send(("call", name, args, kwargs))
+    def _submit(self, call: str, /, *args: Any, **kwargs: Any) -> Callable[[], Any]:
+        """Send tracking call ``call`` without waiting; return a function that waits for its
+        value."""
+        self._send(("call", call, args, kwargs))
         request = self._sent
         self._awaited[request] = None
 
