@@ -172,7 +172,7 @@ def judge(
     if any(math.isnan(e) for e in excess):  # e.g. var(y) = 0: nothing to judge by
         worst = next(i for i, e in enumerate(excess) if math.isnan(e))
     e = excess[worst]
-    where = f" (fold {worst + 1}, the worst)" if len(curves) > 1 else ""
+    where = f" in fold {worst + 1}, the worst of {len(curves)}" if len(curves) > 1 else ""
     converged = not diverged and e <= EXCESS_TOL
     if converged:
         return Verdict(True, e, f"excess train MSE {percent(e)} of var(y){where}", ())

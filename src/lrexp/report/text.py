@@ -12,23 +12,18 @@ def _fmt(v: float | None) -> str:
 
 
 def _epochs_line(s: dict, folds: int) -> str:
-    """Epochs and steps run, and where the tolerance stopped training; means labelled as such."""
+    """Epochs and steps run, and where (or in how many folds) the tolerance stopped training;
+    means over folds labelled as such."""
     cond = f"cond(X̃) {_fmt(s['condition_number'])}"
     if folds == 1:
         return (
             f"  epochs {_fmt(s['epochs_run'])}  steps {_fmt(s['steps_run'])}  "
             f"tolerance met at epoch {_fmt(s['epochs_to_tol'])}  {cond}"
         )
-    met = [s[f"fold_{i}/epochs_to_tol"] for i in range(1, folds + 1)]
-    met = [v for v in met if v is not None]
-    tol = (
-        f"tolerance met in {len(met)} of {folds} folds (at epoch {np.mean(met):.3g} on average)"
-        if met
-        else "tolerance met in no fold"
-    )
+    met = sum(s[f"fold_{i}/epochs_to_tol"] is not None for i in range(1, folds + 1))
     return (
         f"  epochs (mean over {folds} folds) {s['epochs_run']:.3g}  "
-        f"steps (mean) {s['steps_run']:.3g}  {tol}  {cond} (mean)"
+        f"steps (mean) {s['steps_run']:.3g}  tolerance met in {met} of {folds} folds  {cond} (mean)"
     )
 
 
