@@ -168,9 +168,8 @@ def judge(
 
     excess = [of(i, "excess_train_mse") for i in range(len(curves))]
     excess = [math.nan if e is None else e for e in excess]
-    worst = max(range(len(curves)), key=lambda i: -math.inf if math.isnan(excess[i]) else excess[i])
-    if any(math.isnan(e) for e in excess):  # e.g. var(y) = 0: nothing to judge by
-        worst = next(i for i, e in enumerate(excess) if math.isnan(e))
+    unknown = [i for i, e in enumerate(excess) if math.isnan(e)]  # e.g. var(y) = 0
+    worst = unknown[0] if unknown else int(np.argmax(excess))
     e = excess[worst]
     where = f" in fold {worst + 1}, the worst of {len(curves)}" if len(curves) > 1 else ""
     converged = not diverged and e <= EXCESS_TOL
