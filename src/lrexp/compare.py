@@ -19,7 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-KEY_METRICS = ("final_train_mse", "final_test_mse", "gap_theta")
+KEY_METRICS = ("final_train_mse", "final_test_mse", "gap_theta", "excess_train_mse")
+CONVERGED = "lrexp.converged"  # the tag each run's verdict sets: true, false (absent: not judged)
 OBJECTIVE = "objective"  # the default sort column, as sweeps rank runs
 
 
@@ -98,7 +99,8 @@ def rank(runs: list[dict], metric: str | None, *, descending: bool = False) -> l
 
 
 def table(runs: list[dict], metric: str | None, *, all_columns: bool = False) -> pd.DataFrame:
-    """One row per run: name, status, sort metric, key metrics, the params that differ, run id."""
+    """One row per run: name, status, sort metric, key metrics, whether it converged, the params
+    that differ, run id."""
     label = metric or OBJECTIVE
     metrics = [label, *(k for k in KEY_METRICS if k != label)]
     keys = sorted({k for r in runs for k in r["params"]})
@@ -110,12 +112,13 @@ def table(runs: list[dict], metric: str | None, *, all_columns: bool = False) ->
             "status": r["status"],
             label: sort_value(r, metric),
             **{k: r["metrics"].get(k, math.nan) for k in metrics[1:]},
+            "converged": r["tags"].get(CONVERGED),
             **{k: r["params"].get(k) for k in keys},
             "run_id": r["run_id"],
         }
         for r in runs
     ]
-    return pd.DataFrame(rows, columns=["run", "status", *metrics, *keys, "run_id"])
+    return pd.DataFrame(rows, columns=["run", "status", *metrics, "converged", *keys, "run_id"])
 
 
 def text_table(frame: pd.DataFrame) -> str:
@@ -203,6 +206,13 @@ def compare(args: argparse.Namespace) -> str:
     ]
     if args.sort is None:
         lines.append(f"{OBJECTIVE}: cv_test_mse_mean where a run has folds, else final_test_mse")
+    if (frame["converged"] == "false").any():
+        from lrexp.core.verdict import EXCESS_TOL, percent
+
+        lines.append(
+            f"converged=false: the train MSE is over {percent(EXCESS_TOL)} of var(y) above least "
+            "squares' (excess_train_mse), or it diverged; its lrexp.advice tag says what helps"
+        )
     title = f"{len(shown)} runs of {source}"
     drawn = write_overlay(uri, shown, Path(args.plot), title)
     lines.append(

@@ -9,6 +9,7 @@ import numpy as np
 from lrexp.core import results
 from lrexp.core.data import Dataset
 from lrexp.core.objective import objective
+from lrexp.core.verdict import Verdict
 
 
 class Diverged(RuntimeError):
@@ -34,6 +35,7 @@ class Outcome:
     folds: list[results.FoldResult]
     dataset: Dataset
     skipped_for: str | None = None  # the FINISHED run this one was skipped for
+    verdict: Verdict | None = None  # converged or not, and advice (None: a skipped run)
 
     @property
     def objective(self) -> float:

@@ -19,6 +19,7 @@ import numpy as np
 
 from lrexp.config import Config, ConfigError, render
 from lrexp.core import results
+from lrexp.core.verdict import Verdict
 from lrexp.pipeline import provenance
 from lrexp.report import plots
 from lrexp.tracking import client, store
@@ -104,7 +105,8 @@ def record_skipped(
         tracking.set_tags(
             store.resolve_uri(p.cfg.tracking.uri, p.base_dir),
             run_id,
-            {"lrexp.skipped_for": original},
+            {"lrexp.skipped_for": original}
+            | {k: done["tags"][k] for k in VERDICT_TAGS if k in done["tags"]},
         )
         tracking.log_metrics(run_id, {}, done["metrics"])
     return run_id
@@ -180,16 +182,19 @@ def log_curves(
     max_points: int,
     model_id: str | None = None,
     params: Mapping[str, Any] = {},
+    tags: Mapping[str, str] = {},
 ) -> None:
     """Curves at their epochs, sampled to ``max_points`` each, the summary scalars (linked to
-    the logged model, where there is one) and ``params``, in as few requests as MLflow allows."""
+    the logged model, where there is one), ``params`` and ``tags``, in as few requests as MLflow
+    allows."""
     tracking = client.calls()
     steps = sample_steps(curves, max_points)
     # A fold that stopped early has a shorter curve: it takes the sampled epochs it reached.
     sampled = {k: np.asarray(v)[steps[steps < len(v)]] for k, v in curves.items()}
     tracking.log_batch(
-        run_id, curves=sampled, steps=steps, scalars=scalars, params=params, model_id=model_id
-    )
+        run_id, curves=sampled, steps=steps, scalars=scalars, params=params, tags=tags,
+        model_id=model_id,
+    )  # fmt: skip
 
 
 def log_partial(p: Prepared, run_id: str, fits: list) -> None:
@@ -211,6 +216,19 @@ def logs_model(cfg: Config, sweep: SweepJob | None) -> bool:
     return cfg.tracking.log_model and (sweep is None or cfg.tracking.sweep_model == "every")
 
 
+VERDICT_TAGS = ("lrexp.converged", "lrexp.verdict", "lrexp.advice")
+
+
+def verdict_tags(v: Verdict | None) -> dict[str, str]:
+    """The run's verdict as tags: converged (true/false), the reason, the advice (one line)."""
+    if v is None:
+        return {}
+    tags = {"lrexp.converged": str(v.converged).lower(), "lrexp.verdict": v.reason}
+    if v.advice:
+        tags["lrexp.advice"] = "; ".join(v.advice)
+    return tags
+
+
 def log_outputs(
     p: Prepared,
     outcome: Outcome,
@@ -229,7 +247,8 @@ def log_outputs(
     if logs_model(p.cfg, sweep):
         model_id = tracking.log_model(outcome.theta, list(ds.feature_names), example_rows(p))
     curves = results.curves(folds, names)
-    log_curves(outcome.run_id, curves, outcome.summary, t.max_curve_points, model_id, params)
+    tags = verdict_tags(outcome.verdict)  # a diverged run's too: it ends FAILED after this
+    log_curves(outcome.run_id, curves, outcome.summary, t.max_curve_points, model_id, params, tags)
     theta = {
         "names": names,
         "theta": outcome.theta.tolist(),

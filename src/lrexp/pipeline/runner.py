@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrexp.config import Config
-from lrexp.core import data, fit, results
+from lrexp.core import data, fit, optim, results, verdict
 from lrexp.pipeline.outcome import Outcome
 from lrexp.pipeline.prepare import Prepared, prepare
 from lrexp.report import text
@@ -102,7 +103,29 @@ def conclude(p: Prepared, fits: list[fit.FitResult], run_id: str | None) -> Outc
     names = results.theta_names(ds.X.shape[1])
     summary = results.summary(folds, ds.true_theta)
     summary.update(stable_lr_gd=p.checks.stable_lr, hessian_condition=p.checks.hessian_condition)
-    return Outcome(run_id, summary, names, theta, theta_star, folds, ds)
+    judged = verdict.judge(
+        summary,
+        [f.fit.history.train_mse for f in folds],
+        verdict_facts(p),
+        diverged=any(f.fit.diverged_step is not None for f in folds),
+    )
+    return Outcome(run_id, summary, names, theta, theta_star, folds, ds, verdict=judged)
+
+
+def verdict_facts(p: Prepared) -> verdict.Facts:
+    """What the verdict's advice needs to know of how the run trained."""
+    cfg = p.cfg
+    stretch = optim.OPTIMIZERS[cfg.optimizer.name].stable_factor  # None: not lr × gradient
+    factor = stretch(optim.split_knobs(asdict(cfg.optimizer))[0]) if stretch else None
+    steps = p.spec.batch_size is None and cfg.train.steps
+    return verdict.Facts(
+        optimizer=cfg.optimizer.name,
+        lr=cfg.optimizer.lr,
+        epochs=p.spec.epochs,
+        epochs_key="train.steps" if steps else "train.epochs",
+        stable_lr=None if factor is None else p.checks.stable_lr * factor,
+        tol=cfg.train.tol,
+    )
 
 
 def tracked(
@@ -201,6 +224,7 @@ def print_summary(p: Prepared, outcome: Outcome) -> None:
             folds=len(outcome.folds),
             run_id=outcome.run_id,
             ui_command=ui,
+            verdict=outcome.verdict,
         ),
         flush=True,
     )

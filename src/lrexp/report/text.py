@@ -4,9 +4,34 @@ from __future__ import annotations
 
 import numpy as np
 
+from lrexp.core.verdict import Verdict
+
 
 def _fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.6g}"
+
+
+def _epochs_line(s: dict, folds: int) -> str:
+    """Epochs and steps run, and where (or in how many folds) the tolerance stopped training;
+    means over folds labelled as such."""
+    cond = f"cond(X̃) {_fmt(s['condition_number'])}"
+    if folds == 1:
+        return (
+            f"  epochs {_fmt(s['epochs_run'])}  steps {_fmt(s['steps_run'])}  "
+            f"tolerance met at epoch {_fmt(s['epochs_to_tol'])}  {cond}"
+        )
+    met = sum(s[f"fold_{i}/epochs_to_tol"] is not None for i in range(1, folds + 1))
+    return (
+        f"  epochs (mean over {folds} folds) {s['epochs_run']:.3g}  "
+        f"steps (mean) {s['steps_run']:.3g}  tolerance met in {met} of {folds} folds  {cond} (mean)"
+    )
+
+
+def _verdict_lines(v: Verdict) -> list[str]:
+    """``converged: yes (…)`` or ``NOT converged: …`` and the advice, one line each."""
+    if v.converged:
+        return [f"  converged: yes ({v.reason})"]
+    return [f"  NOT converged: {v.reason}", *(f"    try {a}" for a in v.advice)]
 
 
 def summary_text(
@@ -20,8 +45,10 @@ def summary_text(
     folds: int,
     run_id: str | None,
     ui_command: str | None,
+    verdict: Verdict | None = None,
 ) -> str:
-    """A few lines: data and optimizer, train/test MSE, gap to the optimum, θ beside θ*."""
+    """A few lines: data and optimizer, train/test MSE, gap to the optimum, whether it converged
+    (and what would help if not), θ beside θ*. With folds, each number is labelled a mean."""
     s = summary
     lines = [title]
     if folds > 1:
@@ -31,15 +58,16 @@ def summary_text(
             + ", ".join(_fmt(s[f"fold_{i}/final_test_mse"]) for i in range(1, folds + 1))
             + ")"
         )
-    mean = " (mean over folds)" if folds > 1 else ""
+    mean = f" (mean over {folds} folds)" if folds > 1 else ""
     lines += [
         f"  train MSE {_fmt(s['final_train_mse'])}  test MSE {_fmt(s['final_test_mse'])}  "
         f"test R² {_fmt(s['final_test_r2'])}{mean}",
         f"  optimum train MSE {_fmt(s['optimal_train_mse'])}  gap TSSE−TSSE* "
-        f"{_fmt(s['gap_tsse'])}  ‖θ−θ*‖ {_fmt(s['gap_theta'])}",
-        f"  epochs {_fmt(s['epochs_run'])}  steps {_fmt(s['steps_run'])}  "
-        f"tolerance met at epoch {_fmt(s['epochs_to_tol'])}  cond(X̃) {_fmt(s['condition_number'])}",
+        f"{_fmt(s['gap_tsse'])}  ‖θ−θ*‖ {_fmt(s['gap_theta'])}{mean}",
+        _epochs_line(s, folds),
     ]
+    if verdict is not None:
+        lines += _verdict_lines(verdict)
     header = f"  {'':>10} {'θ':>12} {'θ*':>12}" + (
         f" {'true':>12}" if true_theta is not None else ""
     )

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lrexp.core.objective import objective
+from lrexp.core.verdict import EXCESS_TOL, percent
 from lrexp.report import plots
 from lrexp.tracking import reader, writer
 
@@ -38,6 +39,8 @@ def leaderboard(children: list[dict]) -> pd.DataFrame:
             "status": c["status"],
             "test_mse": objective(c["metrics"]),
             "train_mse": c["metrics"].get("final_train_mse", math.nan),
+            "excess_train_mse": c["metrics"].get("excess_train_mse", math.nan),
+            "converged": c["tags"].get("lrexp.converged", ""),  # true/false; "" if not judged
             "gap_theta": c["metrics"].get("gap_theta", math.nan),
             "epochs_run": c["metrics"].get("epochs_run", math.nan),
             "seed": c["params"].get("train.seed", ""),
@@ -55,6 +58,8 @@ def leaderboard(children: list[dict]) -> pd.DataFrame:
             "status",
             "test_mse",
             "train_mse",
+            "excess_train_mse",
+            "converged",
             "gap_theta",
             "epochs_run",
             "seed",
@@ -100,7 +105,12 @@ def summarize(uri: str, exp_id: str, parent: str, *, best_model: bool = False) -
     finished = board[board["status"] == "FINISHED"]
     failed = board[board["status"] != "FINISHED"]
     seeds = seed_stats(board)
-    metrics = {"jobs": len(board), "jobs_finished": len(finished), "jobs_failed": len(failed)}
+    metrics = {
+        "jobs": len(board),
+        "jobs_finished": len(finished),
+        "jobs_failed": len(failed),
+        "jobs_converged": int((board["converged"] == "true").sum()),
+    }
     params = {}
     if len(finished):
         best = finished.iloc[0]
@@ -149,14 +159,25 @@ def log_best_model(uri: str, run_id: str) -> str | None:
         return None
 
 
+def _yes_no(tag: str) -> str:
+    return {"true": "yes", "false": "NO"}.get(tag, "—")
+
+
 def text(board: pd.DataFrame, seeds: pd.DataFrame, parent: str, top: int = 10) -> str:
     finished = board[board["status"] == "FINISHED"]
     failed = board[board["status"] != "FINISHED"]
-    lines = [f"lrexp sweep: {len(finished)} finished, {len(failed)} failed (parent run {parent})"]
+    converged = int((finished["converged"] == "true").sum())
+    lines = [
+        f"lrexp sweep: {len(finished)} finished ({converged} converged), {len(failed)} failed "
+        f"(parent run {parent})"
+    ]
     if len(finished):
-        lines.append(f"  {'test MSE':>12} {'train MSE':>12}  run")
+        lines.append(f"  {'test MSE':>12} {'train MSE':>12} {'excess':>9} {'converged':>9}  run")
         for _, r in finished.head(top).iterrows():
-            lines.append(f"  {r['test_mse']:>12.6g} {r['train_mse']:>12.6g}  {r['run']}")
+            lines.append(
+                f"  {r['test_mse']:>12.6g} {r['train_mse']:>12.6g} "
+                f"{r['excess_train_mse']:>9.3g} {_yes_no(r['converged']):>9}  {r['run']}"
+            )
         if len(finished) > top:
             lines.append(f"  … {len(finished) - top} more in leaderboard.csv")
     if len(seeds):
@@ -168,4 +189,9 @@ def text(board: pd.DataFrame, seeds: pd.DataFrame, parent: str, top: int = 10) -
             )
     for _, r in failed.iterrows():
         lines.append(f"  FAILED job {r['job']}: {r['run']}: {r['reason'] or r['status']}")
+    if len(finished) > converged:
+        lines.append(
+            "  excess: (train MSE − least squares') / var(y); converged: excess ≤ "
+            f"{percent(EXCESS_TOL)} (each run's lrexp.advice tag says what would help)"
+        )
     return "\n".join(lines)
