@@ -66,7 +66,7 @@ class Channel:
         return self._proc.poll() is None
 
     # --- how calls travel ---
-    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, name: str, /, *args: Any, **kwargs: Any) -> Any:
         """Send call ``name``; wait for its value unless it is pipelined."""
         self._send(("call", name, args, kwargs))
         return None if name in PIPELINED else self._collect(block=True)
