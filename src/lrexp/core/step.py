@@ -43,9 +43,7 @@ class StepRows(NamedTuple):
     step: jax.Array  # the optimizer step, from 1 (counted over the whole fit)
     batch_mse: jax.Array  # the batch's MSE at θ̃ before the step: what the step descended
     theta: jax.Array  # θ̃ after the step, (M+1,)
-    valid: (
-        jax.Array
-    )  # a step was taken here (not past an epoch's end, a stopped loop, a divergence)
+    valid: jax.Array  # a step was taken (not past an epoch's end, nor after a stop or divergence)
 
 
 class Loop(NamedTuple):
@@ -130,15 +128,12 @@ def batch_steps(s: State, loop: Loop) -> tuple[State, StepRows | None]:
         updates, new_opt_state = tx.update(grad, opt_state, theta)
         new_theta = optax.apply_updates(theta, updates)
         live = b < spe if overrun else True  # past the end: no step
-        row = None
-        if spec.log_steps:  # static: without it the step emits nothing
-            valid = jnp.asarray(live) & (diverged < 0)
-            row = (batch_mse(theta, order, b, loop), valid)
+        if spec.log_steps:  # static: without it the step emits nothing, and computes no more
+            mse, valid = batch_mse(theta, order, b, loop), jnp.asarray(live) & (diverged < 0)
         theta, opt_state, diverged = _guarded(
             theta, opt_state, new_theta, new_opt_state, diverged, steps + 1, live
         )
-        if row is not None:
-            row = StepRows(s.epoch + 1, steps + 1, row[0], theta, row[1])
+        row = StepRows(s.epoch + 1, steps + 1, mse, theta, valid) if spec.log_steps else None
         return (theta, opt_state, diverged, steps + live, b + 1), row
 
     carry = (s.theta, s.opt_state, s.diverged, s.step, s.batch)
