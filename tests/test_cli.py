@@ -99,7 +99,7 @@ def test_tutorial_experiment_reports_cross_validation(tmp_path, store_uri, exper
         f"tracking.experiment={experiment}",
     )
     assert proc.returncode == 0, proc.stderr
-    assert "6-fold CV test MSE" in proc.stdout
+    assert "6-fold sequential CV test MSE" in proc.stdout and "optimistic" in proc.stdout
     (run,) = runs_in(store_uri, experiment)
     assert run.data.params["train.folds"] == "6"
     assert run.data.params["run.n_test"] == "60" and run.data.params["run.n_train"] == "300"

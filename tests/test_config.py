@@ -198,23 +198,27 @@ def test_bad_value_creates_no_mlflow_run(store_uri, experiment, tracked):
 # --- the tutorial preset -------------------------------------------------------------------------
 def test_tutorial_preset_sets_the_tutorial_protocol():
     cfg = typed_config("experiment=tutorial")
-    assert (cfg.data.name, cfg.data.n) == ("linear", 360)
+    assert (cfg.data.name, cfg.data.n) == ("linear", 360)  # the default data: the preset sets none
+    assert cfg.data.standardize is False
     assert cfg.train.folds == 6
+    assert cfg.train.cv == "sequential"
     assert cfg.train.batch_size == 10
     assert cfg.train.epochs == 18
-    assert cfg.train.tol == pytest.approx(0.01)
+    assert cfg.train.tol is None  # the tutorial never stops early: its logs run all 108 epochs
     assert cfg.optimizer.name == "momentum"
-    assert cfg.optimizer.lr == pytest.approx(0.01)
+    assert cfg.optimizer.lr == pytest.approx(1e-3)
     assert cfg.optimizer.momentum == pytest.approx(0.9)
     assert cfg.schedule.name == "constant"
+    assert cfg.tracking.log_steps is True
     config.validate(cfg)
 
 
-def test_tutorial_preset_leaves_optimizer_values_to_the_chosen_optimizer():
+def test_tutorial_preset_leaves_optimizer_values_but_lr_to_the_chosen_optimizer():
     cfg = compose_config("experiment=tutorial", "optimizer=adam")
-    assert OmegaConf.to_container(cfg.optimizer) == OmegaConf.to_container(
-        compose_config("optimizer=adam").optimizer
-    )
+    assert OmegaConf.to_container(cfg.optimizer) == {
+        **OmegaConf.to_container(compose_config("optimizer=adam").optimizer),
+        "lr": 1e-3,  # the tutorial's learning rate, whatever the optimizer
+    }
     typed = config.to_object(cfg)
     assert isinstance(typed.optimizer, config.Adam)
     assert (typed.train.folds, typed.train.batch_size, typed.train.epochs) == (6, 10, 18)

@@ -118,11 +118,13 @@ def default_run(store_uri, tmp_path_factory) -> Tracked:
 
 @pytest.fixture(scope="module")
 def cv_run(store_uri, tmp_path_factory) -> Tracked:
-    """The tutorial's 6-fold cross-validation, shortened to 3 epochs, with a chosen run name."""
+    """The tutorial's 6 folds as independent cross-validation, shortened to 3 epochs, with a
+    chosen run name."""
     return _tracked_run(
         store_uri,
         tmp_path_factory.mktemp("cv"),
         "experiment=tutorial",
+        "train.cv=independent",
         "train.epochs=3",
         "train.tol=null",
         "tracking.run_name=xyz",

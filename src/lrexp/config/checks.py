@@ -75,6 +75,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: isinstance(v, int) and v >= 3, "must be an integer >= 3 (first, best, last)"
     ),
     "sweep_model": _rule(lambda v: v in ("best", "every"), "must be one of: best, every"),
+    "cv": _rule(
+        lambda v: v in ("independent", "sequential"),
+        "must be one of: independent (a model per fold, from zeros), "
+        "sequential (one model through the folds in turn)",
+    ),
     "batch_size": _rule(
         lambda v: v is None or (isinstance(v, int) and v >= 1),
         "must be null (full batch) or an integer >= 1",
@@ -145,6 +150,7 @@ def validate(cfg: Config, base_dir: str | Path = ".") -> None:
                     raise ConfigError(f"{group}.{f.name}", value, allowed)
     _check_data(cfg.data, base_dir)
     _check_train(cfg.train)
+    _check_log_steps(cfg)
 
 
 def _check_data(data: Any, base_dir: str | Path) -> None:
@@ -190,6 +196,16 @@ def _check_train(train: TrainConfig) -> None:
             train.steps,
             "applies to full-batch training only "
             "(train.batch_size=null); with mini-batches use train.epochs",
+        )
+
+
+def _check_log_steps(cfg: Config) -> None:
+    """Per-step rows need each batch's rows: blocks of rows may be stored as their moments."""
+    if cfg.tracking.log_steps and cfg.train.shuffle_block > 1:
+        raise ConfigError(
+            "train.shuffle_block",
+            cfg.train.shuffle_block,
+            "must be 1 with tracking.log_steps=true (a batch's MSE is taken on its rows)",
         )
 
 

@@ -127,6 +127,7 @@ class TrainConfig:
     seed: int = MISSING
     sufficient_stats: bool = True
     shuffle_block: int = 1
+    cv: str = "independent"  # with folds: "independent" (a model per fold) or "sequential"
 
 
 @dataclass
@@ -139,6 +140,7 @@ class TrackingConfig:
     skip_finished: bool = False
     max_curve_points: int = 100  # MLflow metric points per curve; history.csv keeps every epoch
     sweep_model: str = "best"  # in a multirun: the model of the best child only, or of "every"
+    log_steps: bool = False  # also log every optimizer step's batch MSE and θ (history_steps.csv)
 
 
 # A group's schema is one of its options' dataclasses, picked by the YAML file Hydra composes.

@@ -4,7 +4,8 @@ A chunk runs ``spec.chunk`` epochs, or, for epochs too long for one call, ``1/sp
 epoch. After each slot it evaluates θ̃ on the full train and test data and applies the stop rule
 (all epochs run, the tolerance met, or diverged); once done, a chunk leaves the state unchanged, so
 every chunk has one fixed shape. It emits one history row per slot, with a flag saying whether
-that slot completed an epoch (a part of an epoch, or a slot after ``done``, does not).
+that slot completed an epoch (a part of an epoch, or a slot after ``done``, does not), and, with
+``spec.log_steps``, the slot's per-step rows (:class:`~lrexp.core.step.StepRows`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 from lrexp.core import model, optim
 from lrexp.core.layouts import BatchBlocks, BatchRows, BlockMoments
 from lrexp.core.spec import Hyper, LoopSpec
-from lrexp.core.step import Loop, State, train_slot
+from lrexp.core.step import Loop, State, StepRows, no_steps, train_slot
 
 
 class History(NamedTuple):
@@ -97,23 +98,28 @@ def _settle(s: State, new: State, completed, loss, mse, tol, epochs: int) -> Sta
 def _slot(carry, _, *, loop: Loop, test, tol, schedule):
     """Train one epoch slot, evaluate θ̃ after it and apply the stop rule; emit its history row."""
     s, value, grad = carry  # TSSE and gradient at s.theta, from the previous evaluation
-    new = jax.lax.cond(s.done, lambda s, *_: s, partial(train_slot, loop=loop), s, value, grad)
+
+    def idle(s, *_):  # the loop has stopped: no step, and invalid step rows
+        return s, no_steps(s, loop)
+
+    new, steps = jax.lax.cond(s.done, idle, partial(train_slot, loop=loop), s, value, grad)
     completed = new.epoch > s.epoch
     (loss, mse, test_mse, grad_norm), grad = _evaluate(new.theta, loop.train, test, with_grad=True)
     new = _settle(s, new, completed, loss, mse, tol, loop.spec.epochs)
     lr = schedule(jnp.maximum(new.step - 1, 0))
     row = History(loss, mse, test_mse, lr, grad_norm, new.theta)
-    return (new, loss, grad), (row, completed)
+    return (new, loss, grad), (row, completed, steps)
 
 
 @partial(jax.jit, static_argnames="spec")
 def run_chunk(
     state: State, train, test, hyper: Hyper, key: jax.Array, *, spec: LoopSpec
-) -> tuple[State, History, jax.Array]:
+) -> tuple[State, History, jax.Array, StepRows | None]:
     """Run one chunk from ``state``: ``spec.chunk`` epochs, or ``1/spec.split`` of one.
 
-    Returns the new state, one history row per epoch slot, and a flag per slot telling whether
-    it completed an epoch (only those rows belong to the history). ``train`` is
+    Returns the new state, one history row per epoch slot, a flag per slot telling whether
+    it completed an epoch (only those rows belong to the history), and with ``spec.log_steps``
+    the step rows, (slots, steps per slot) each (else None). ``train`` is
     :class:`BatchRows` for mini-batches; for full batches, :class:`model.Columns` (``test``
     :class:`model.Rows`), or :class:`model.Stats` (``test`` then likewise).
     """
@@ -124,5 +130,6 @@ def run_chunk(
     # A full step reuses the evaluation that followed the previous one (the same θ̃): from the
     # rows, one value-and-gradient pass per epoch instead of two. The chunk's first step has none.
     (value, *_), grad = _evaluate(state.theta, train, test, with_grad=True)
-    (state, _, _), (rows, completed) = jax.lax.scan(slot, (state, value, grad), length=spec.chunk)
-    return state, rows, completed
+    carry = (state, value, grad)
+    (state, _, _), (rows, completed, steps) = jax.lax.scan(slot, carry, length=spec.chunk)
+    return state, rows, completed, steps

@@ -7,6 +7,9 @@ at any data size, so the host can show progress and honour a signal between them
 
 All float hyperparameters travel in ``hyper`` as arrays: changing their values reuses the compiled
 program, and ``vmap`` can batch over them.
+
+With ``spec.log_steps`` every chunk also returns its per-step rows (each step's batch MSE and θ̃),
+fetched with the chunk's history: no host sync per step. They make ``FitResult.steps_history``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from lrexp.core.chunk import History, _begin, _begin_jit, _evaluate, run_chunk
 from lrexp.core.cost import CHUNK_S, FLOAT_S, FULL_FLOAT_S, ROW_S, STEP_S, chunked
 from lrexp.core.layouts import training_data
 from lrexp.core.spec import Hyper, LoopSpec, make_hyper
-from lrexp.core.step import State
+from lrexp.core.step import State, StepRows
 
 # The loop's names, importable from here as before the loop was split into modules (the private
 # ones are scripts/bench.py's: it times the compiled pieces alone).
@@ -38,6 +41,7 @@ __all__ = [
     "Hyper",
     "LoopSpec",
     "State",
+    "StepRows",
     "_begin_jit",
     "_evaluate",
     "chunked",
@@ -55,10 +59,18 @@ class FitResult(NamedTuple):
     stop_epoch: int | None  # epoch at which the tolerance was met
     steps: int  # optimizer steps taken
     diverged_step: int | None = None  # the step at which training diverged
+    # with LoopSpec.log_steps: a row per optimizer step taken (numpy arrays, ``valid`` all true)
+    steps_history: StepRows | None = None
 
 
-def _result(state: State, rows: list[tuple[History, Any]], member: int | None = None) -> FitResult:
-    """Assemble one fit's result from its chunks' rows (of ``member``, in a batched fit)."""
+def _result(
+    state: State,
+    rows: list[tuple[History, Any]],
+    member: int | None = None,
+    steps: list[StepRows] | None = None,
+) -> FitResult:
+    """Assemble one fit's result from its chunks' rows (of ``member``, in a batched fit), and
+    its chunks' step rows where the loop logged them."""
 
     def pick(a):
         a = np.asarray(a)
@@ -83,7 +95,19 @@ def _result(state: State, rows: list[tuple[History, Any]], member: int | None = 
         stop if stop >= 0 else None,
         int(pick(state.step)),
         diverged if diverged >= 0 else None,
+        _steps_history(steps, pick) if steps else None,
     )
+
+
+def _steps_history(steps: list[StepRows], pick) -> StepRows:
+    """The valid rows of every chunk's step rows, (slots, steps per slot) each, in order."""
+
+    def series(field: str) -> np.ndarray:
+        parts = [pick(getattr(c, field)) for c in steps]
+        return np.concatenate([p.reshape(-1, *p.shape[2:]) for p in parts])
+
+    flat = StepRows(*(series(f) for f in StepRows._fields))
+    return StepRows(*(v[flat.valid] for v in flat))
 
 
 def fit(
@@ -97,22 +121,32 @@ def fit(
     key: jax.Array,
     dtype: Any = jnp.float32,
     on_chunk: Callable[[int, History], None] | None = None,
+    theta0: np.ndarray | None = None,
 ) -> FitResult:
-    """Train θ̃ from zeros on (X, y), evaluating on (X_test, y_test) after every epoch.
+    """Train θ̃ from ``theta0`` (zeros when None) on (X, y), evaluating on (X_test, y_test) after
+    every epoch. ``theta0`` is [θ0, θ1..θM] in the units of X (as X is given: standardized or not).
 
     ``on_chunk(epochs_done, rows)`` is called on the host after each compiled chunk, for progress
     display, with the history rows of the epochs that chunk completed; a chunk inside a long epoch
     passes the last completed epoch's row again. It never runs inside the compiled loop.
     """
     train, test = training_data(X, y, X_test, y_test, spec=spec, dtype=dtype, key=key)
-    theta = jnp.zeros(np.shape(X)[-1] + 1, dtype)
+    shape = (np.shape(X)[-1] + 1,)
+    theta = jnp.zeros(shape, dtype) if theta0 is None else jnp.asarray(theta0, dtype)
+    if theta.shape != shape:
+        raise ValueError(f"theta0 has shape {theta.shape}; this data needs {shape}")
     state, row0 = _begin_jit(theta, train, test, hyper, spec=spec)
     rows = [(row0, np.ones(1, bool))]
+    steps: list[StepRows] = []  # with spec.log_steps: each chunk's step rows
     latest = row0  # the last completed epoch's row, for progress inside a long epoch
     try:
         for _ in range(spec.calls()):
-            state, chunk, completed = run_chunk(state, train, test, hyper, key, spec=spec)
+            state, chunk, completed, chunk_steps = run_chunk(
+                state, train, test, hyper, key, spec=spec
+            )
             rows.append((chunk, completed))
+            if chunk_steps is not None:
+                steps.append(chunk_steps)
             # one host sync per chunk
             epoch, done, completed = jax.device_get((state.epoch, state.done, completed))
             if on_chunk is not None:
@@ -122,9 +156,9 @@ def fit(
             if done:
                 break
     except BaseException as e:  # Ctrl-C, SIGTERM: hand the epochs trained so far to the caller
-        e.partial_fit = _result(state, rows)
+        e.partial_fit = _result(state, rows, steps=steps)
         raise
-    return _result(state, rows)
+    return _result(state, rows, steps=steps)
 
 
 @lru_cache(maxsize=64)
@@ -148,6 +182,7 @@ def fit_batch(
     dtype: Any = jnp.float32,
     shared_data: bool = True,
     on_chunk: Callable[[int, History], None] | None = None,
+    theta0: np.ndarray | None = None,
 ) -> list[FitResult]:
     """Train several members at once as one vectorized program (``vmap`` over members).
 
@@ -155,7 +190,8 @@ def fit_batch(
     shuffling keys; with ``shared_data`` they train on the same arrays, else the arrays carry a
     leading member axis. Each member stops on its own; the loop runs until all have stopped.
     ``on_chunk`` is called after each chunk with the rows of the slots in which some member
-    completed an epoch (none, inside a long epoch).
+    completed an epoch (none, inside a long epoch). ``theta0`` (members, M+1): each member's
+    starting θ̃ (zeros when None).
     """
     hyper = jax.tree.map(lambda *v: jnp.stack(v), *hypers)
     key = jnp.stack(keys)
@@ -165,16 +201,22 @@ def fit_batch(
         key=key if not shared_data else key[0],
     )  # fmt: skip
     begin, chunk_fn = _batched(spec, None if shared_data else 0)
-    theta = jnp.zeros((len(hypers), np.shape(X)[-1] + 1), dtype)
+    shape = (len(hypers), np.shape(X)[-1] + 1)
+    theta = jnp.zeros(shape, dtype) if theta0 is None else jnp.asarray(theta0, dtype)
+    if theta.shape != shape:
+        raise ValueError(f"theta0 has shape {theta.shape}; these members need {shape}")
     state, row0 = begin(theta, train, test, hyper)
     rows = [(row0, np.ones((len(hypers), 1), bool))]
+    steps: list[StepRows] = []
     for _ in range(spec.calls()):
-        state, chunk, completed = chunk_fn(state, train, test, hyper, key)
+        state, chunk, completed, chunk_steps = chunk_fn(state, train, test, hyper, key)
         rows.append((chunk, completed))
+        if chunk_steps is not None:
+            steps.append(chunk_steps)
         epoch, done, completed = jax.device_get((state.epoch, state.done, completed))
         if on_chunk is not None:  # the slots in which some member completed an epoch
             slots = completed.any(axis=0)
             on_chunk(int(epoch.max()), History(*(np.asarray(v)[:, slots] for v in chunk)))
         if done.all():
             break
-    return [_result(state, rows, member=b) for b in range(len(hypers))]
+    return [_result(state, rows, member=b, steps=steps) for b in range(len(hypers))]

@@ -25,6 +25,7 @@ class LoopSpec:
     stats: bool = False  # full batch from sufficient statistics rather than from the rows
     split: int = 1  # compiled calls per epoch, for mini-batch epochs too long for one (chunk 1)
     block: int = 1  # mini-batches: rows shuffled as blocks of this many (1: row by row)
+    log_steps: bool = False  # also emit every step's batch MSE and θ̃ (a row per optimizer step)
 
     def steps_per_epoch(self, n_train: int) -> int:
         return 1 if self.batch_size is None else -(-n_train // self.batch_size)

@@ -4,6 +4,10 @@ mini-batch epoch that one compiled call runs (a ``lax.scan`` over batches).
 Each batch's rows come from a keyed pseudo-random bijection of the row indices
 (:mod:`lrexp.core.shuffle`), so the steps need only their position (epoch, batch) to go on from
 anywhere. An update that would leave θ non-finite is not taken: θ stays, and the step is recorded.
+
+With ``LoopSpec.log_steps`` the steps also emit one :class:`StepRows` row each (the batch's MSE and
+θ̃ after the step), stacked by the scan like the epoch history; without it they emit nothing and
+the compiled program is the same as if the rows did not exist.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from lrexp.core import model, optim, shuffle
-from lrexp.core.layouts import BatchBlocks, BlockMoments
+from lrexp.core.layouts import BatchBlocks, BatchRows, BlockMoments
 from lrexp.core.spec import LoopSpec
 
 
@@ -30,6 +34,16 @@ class State(NamedTuple):
     done: jax.Array  # all epochs run, the tolerance met, or diverged
     stop_epoch: jax.Array  # epoch at which the tolerance was met; -1 if never
     diverged: jax.Array  # the step whose update left θ non-finite (θ kept from before); -1 if never
+
+
+class StepRows(NamedTuple):
+    """One row per optimizer step (``LoopSpec.log_steps``), as a training log has it."""
+
+    epoch: jax.Array  # the epoch the step belongs to, from 1
+    step: jax.Array  # the optimizer step, from 1 (counted over the whole fit)
+    batch_mse: jax.Array  # the batch's MSE at θ̃ before the step: what the step descended
+    theta: jax.Array  # θ̃ after the step, (M+1,)
+    valid: jax.Array  # a step was taken (not past an epoch's end, nor after a stop or divergence)
 
 
 class Loop(NamedTuple):
@@ -88,9 +102,20 @@ def batch_gradient(theta: jax.Array, order: jax.Array, b: jax.Array, loop: Loop)
     return jax.grad(model.tsse)(theta, X, y, w)
 
 
-def batch_steps(s: State, loop: Loop) -> State:
+def batch_mse(theta: jax.Array, order: jax.Array, b: jax.Array, loop: Loop) -> jax.Array:
+    """The MSE at θ̃ of mini-batch ``b`` (its real rows only), for the per-step log."""
+    if not isinstance(loop.train, BatchRows):  # blocks' moments lack yᵀy: no batch TSSE
+        raise ValueError("per-step rows need the rows layout (LoopSpec.block == 1)")
+    idx, mask = shuffle.batch_rows(order, loop.n, loop.spec.batch_size, b)
+    rows = loop.train.Z[idx]
+    w = mask.astype(rows.dtype)
+    return model.tsse(theta, rows[:, :-1], rows[:, -1], w) / jnp.sum(w)
+
+
+def batch_steps(s: State, loop: Loop) -> tuple[State, StepRows | None]:
     """Take ``ceil(spe / split)`` mini-batch steps from position ``s.batch`` of epoch ``s.epoch``
-    (``spe``: steps per epoch); steps past the epoch's end are no-ops."""
+    (``spe``: steps per epoch); steps past the epoch's end are no-ops. With ``log_steps``, also
+    return a :class:`StepRows` row per step (else None)."""
     spec, tx = loop.spec, loop.tx
     spe = spec.steps_per_epoch(loop.n)
     length = -(-spe // spec.split)
@@ -103,22 +128,54 @@ def batch_steps(s: State, loop: Loop) -> State:
         updates, new_opt_state = tx.update(grad, opt_state, theta)
         new_theta = optax.apply_updates(theta, updates)
         live = b < spe if overrun else True  # past the end: no step
+        if spec.log_steps:  # static: without it the step emits nothing, and computes no more
+            mse, valid = batch_mse(theta, order, b, loop), jnp.asarray(live) & (diverged < 0)
         theta, opt_state, diverged = _guarded(
             theta, opt_state, new_theta, new_opt_state, diverged, steps + 1, live
         )
-        return (theta, opt_state, diverged, steps + live, b + 1), None
+        row = StepRows(s.epoch + 1, steps + 1, mse, theta, valid) if spec.log_steps else None
+        return (theta, opt_state, diverged, steps + live, b + 1), row
 
     carry = (s.theta, s.opt_state, s.diverged, s.step, s.batch)
-    (theta, opt_state, diverged, steps, b), _ = jax.lax.scan(step, carry, length=length)
-    return s._replace(theta=theta, opt_state=opt_state, diverged=diverged, step=steps, batch=b)
+    (theta, opt_state, diverged, steps, b), rows = jax.lax.scan(step, carry, length=length)
+    new = s._replace(theta=theta, opt_state=opt_state, diverged=diverged, step=steps, batch=b)
+    return new, rows
 
 
-def train_slot(s: State, value: jax.Array, grad: jax.Array, loop: Loop) -> State:
+def no_steps(s: State, loop: Loop) -> StepRows | None:
+    """The step rows of a slot that takes no step (the loop has stopped): all invalid."""
+    if not loop.spec.log_steps:
+        return None
+    spec = loop.spec
+    length = 1 if spec.batch_size is None else -(-spec.steps_per_epoch(loop.n) // spec.split)
+    return StepRows(
+        epoch=jnp.zeros(length, s.step.dtype),
+        step=jnp.zeros(length, s.step.dtype),
+        batch_mse=jnp.zeros(length, s.theta.dtype),
+        theta=jnp.zeros((length, *s.theta.shape), s.theta.dtype),
+        valid=jnp.zeros(length, bool),
+    )
+
+
+def train_slot(
+    s: State, value: jax.Array, grad: jax.Array, loop: Loop
+) -> tuple[State, StepRows | None]:
     """Train one epoch slot: a full-batch step (from ``value`` and ``grad`` at ``s.theta``), or a
-    part of a mini-batch epoch, counting the epoch once its last batch is taken (or diverged)."""
+    part of a mini-batch epoch, counting the epoch once its last batch is taken (or diverged).
+    With ``log_steps``, also return the slot's :class:`StepRows` (else None)."""
     if loop.spec.batch_size is None:
-        return full_step(s, value, grad, loop)._replace(epoch=s.epoch + 1)
+        new = full_step(s, value, grad, loop)._replace(epoch=s.epoch + 1)
+        return new, _full_step_row(s, new, value, loop)
     spe = loop.spec.steps_per_epoch(loop.n)
-    s = batch_steps(s, loop)
+    s, rows = batch_steps(s, loop)
     complete = (s.batch >= spe) | (s.diverged >= 0)  # diverged: the rest would be no-ops
-    return s._replace(epoch=s.epoch + complete, batch=jnp.where(complete, 0, s.batch))
+    return s._replace(epoch=s.epoch + complete, batch=jnp.where(complete, 0, s.batch)), rows
+
+
+def _full_step_row(s: State, new: State, value: jax.Array, loop: Loop) -> StepRows | None:
+    """A full-batch step's row: its batch is the whole training set (``value``: TSSE at s.θ̃)."""
+    if not loop.spec.log_steps:
+        return None
+    mse = (value / model.n_rows(loop.train)).astype(s.theta.dtype)
+    row = StepRows(new.epoch, new.step, mse, new.theta, s.diverged < 0)
+    return jax.tree.map(lambda v: v[None], row)

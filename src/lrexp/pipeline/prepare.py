@@ -36,6 +36,11 @@ class Prepared:
     title: str
     checks: diagnostics.Diagnostics
 
+    @property
+    def sequential(self) -> bool:
+        """Whether one model trains through the folds in turn (``train.cv=sequential``)."""
+        return self.cfg.train.cv == "sequential" and len(self.parts) > 1
+
     def arrays(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Split ``i`` as standardized (X_train, y_train, X_test, y_test)."""
         (tr, te), st, ds = self.parts[i], self.scalers[i], self.dataset
@@ -80,6 +85,7 @@ def loop_spec(cfg: Config, n_train: int, n_features: int = 1) -> fit.LoopSpec:
         epochs=epochs,
         stats=batch_size is None and cfg.train.sufficient_stats,
         block=cfg.train.shuffle_block if batch_size is not None else 1,
+        log_steps=cfg.tracking.log_steps,
     )
     return fit.chunked(spec, n_train, n_features)  # compiled calls of a fraction of a second
 

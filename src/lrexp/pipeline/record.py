@@ -197,12 +197,62 @@ def log_curves(
     )  # fmt: skip
 
 
+def run_curves(
+    p: Prepared, folds: list[results.FoldResult], names: list[str]
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The run's per-epoch curves (:func:`results.curves`), and the fold of each row; in
+    sequential CV, one model's curves through the folds in turn: epoch 0, then each fold's epochs
+    (a fold's row 0 is the previous fold's last θ, so it is left out)."""
+    if not p.sequential:
+        return results.curves(folds, names), None
+    per_fold = [results.fold_curves(f, names) for f in folds]
+    curves = {k: np.concatenate([c[k][(i > 0) :] for i, c in enumerate(per_fold)])
+              for k in per_fold[0]}  # fmt: skip
+    fold = np.concatenate([np.full(len(c["train_mse"]) - (i > 0), i + 1)
+                           for i, c in enumerate(per_fold)])  # fmt: skip
+    return curves, fold
+
+
+def steps_csv(p: Prepared, folds: list[results.FoldResult], names: list[str]) -> str | None:
+    """Every logged optimizer step as CSV: fold, epoch, step, batch_mse and θ (original units)
+    after the step; in sequential CV epochs and steps run on through the folds. None if the run
+    logged no steps (``tracking.log_steps``)."""
+    tables, epoch0, step0 = [], 0, 0
+    for i, f in enumerate(folds):
+        h = f.fit.steps_history
+        if h is None:
+            return None
+        theta = p.scalers[i].to_original(h.theta)
+        table = np.column_stack([np.full(len(h.step), i + 1), h.epoch + epoch0, h.step + step0,
+                                 h.batch_mse, theta])  # fmt: skip
+        tables.append(table)
+        if p.sequential:
+            epoch0, step0 = epoch0 + f.fit.epochs_run, step0 + f.fit.steps
+    out = io.StringIO()
+    out.write(",".join(["fold", "epoch", "step", "batch_mse", *names]) + "\n")
+    np.savetxt(
+        out, np.concatenate(tables), delimiter=",", fmt=["%d"] * 3 + ["%.9g"] * (1 + len(names))
+    )
+    return out.getvalue()
+
+
+def history_files(p: Prepared, folds: list[results.FoldResult], names: list[str]) -> tuple:
+    """The run's curves, and its ``history.csv`` (and ``history_steps.csv``, where it logged
+    steps) as artifacts."""
+    curves, fold = run_curves(p, folds, names)
+    files = {"history.csv": history_csv(curves if fold is None else {"fold": fold, **curves})}
+    steps = steps_csv(p, folds, names)
+    if steps is not None:
+        files["history_steps.csv"] = steps
+    return curves, files
+
+
 def log_partial(p: Prepared, run_id: str, fits: list) -> None:
     """The curves of an interrupted run, up to its last finished chunk."""
     tracking = client.calls()
-    curves = results.curves(p.evaluate(fits), results.theta_names(p.dataset.X.shape[1]))
+    curves, files = history_files(p, p.evaluate(fits), results.theta_names(p.dataset.X.shape[1]))
     log_curves(run_id, curves, {}, p.cfg.tracking.max_curve_points)
-    tracking.log_files(run_id, {"history.csv": history_csv(curves)})
+    tracking.log_files(run_id, files)
 
 
 def example_rows(p: Prepared) -> list[list[float]]:
@@ -246,7 +296,7 @@ def log_outputs(
     model_id = None
     if logs_model(p.cfg, sweep):
         model_id = tracking.log_model(outcome.theta, list(ds.feature_names), example_rows(p))
-    curves = results.curves(folds, names)
+    curves, history = history_files(p, folds, names)
     tags = verdict_tags(outcome.verdict)  # a diverged run's too: it ends FAILED after this
     log_curves(outcome.run_id, curves, outcome.summary, t.max_curve_points, model_id, params, tags)
     theta = {
@@ -259,8 +309,9 @@ def log_outputs(
         "example": example_rows(p),
     }
     optimal = float(np.mean([f.optimum["mse"] for f in folds]))
-    tr, te = p.parts[0]
-    w = folds[0].theta
+    shown = len(folds) - 1 if p.sequential else 0  # sequential: the one model, after every fold
+    tr, te = p.parts[shown]
+    w = folds[shown].theta
 
     def fitted(rows):
         return w[0] + np.asarray(ds.X[rows], dtype=np.float64) @ w[1:]
@@ -270,8 +321,10 @@ def log_outputs(
         {
             **files,
             "theta.json": json.dumps(theta, indent=2),
-            "history.csv": history_csv(curves),
-            "plots/loss_curve.svg": plots.loss_curve(curves, optimal, len(folds), p.title),
+            **history,
+            "plots/loss_curve.svg": plots.loss_curve(
+                curves, optimal, 1 if p.sequential else len(folds), p.title
+            ),
             "plots/fitted_vs_actual.svg": plots.fitted_vs_actual(
                 ds.y[tr], fitted(tr), ds.y[te], fitted(te), ds.target_name
             ),

@@ -64,8 +64,19 @@ def run_name(cfg: Config, overrides: list[str]) -> str:
     return cfg.tracking.run_name or describe(overrides) or f"{cfg.optimizer.name}-{cfg.data.name}"
 
 
+def start_theta(p: Prepared, i: int, fits: list[fit.FitResult]) -> np.ndarray | None:
+    """Where split ``i`` starts training: from zeros (None), or, in sequential CV, from the
+    previous fold's final θ̃, carried in original units into split ``i``'s standardization
+    (each split has its own scaler)."""
+    if not p.sequential or i == 0:
+        return None
+    theta = p.scalers[i - 1].to_original(fits[i - 1].theta)
+    return p.scalers[i].to_standardized(theta)
+
+
 def train_folds(p: Prepared, *, progress: bool = True) -> list[fit.FitResult]:
-    """Train on every split, one after the other, reusing one compiled program.
+    """Train on every split, one after the other, reusing one compiled program: each from zeros,
+    or, in sequential CV, each fold from where the previous one ended (:func:`start_theta`).
 
     Interrupted (Ctrl-C, SIGTERM), the exception carries ``partial_fits``: the splits trained so
     far and the one in progress, up to its last finished chunk.
@@ -82,6 +93,7 @@ def train_folds(p: Prepared, *, progress: bool = True) -> list[fit.FitResult]:
                     key=jax.random.fold_in(p.shuffle_key, i),
                     dtype=jnp.dtype(p.cfg.train.dtype),
                     on_chunk=_progress(p.spec.epochs, label) if progress else None,
+                    theta0=start_theta(p, i, fits),
                 )
             )
         except BaseException as e:
@@ -91,10 +103,11 @@ def train_folds(p: Prepared, *, progress: bool = True) -> list[fit.FitResult]:
 
 
 def conclude(p: Prepared, fits: list[fit.FitResult], run_id: str | None) -> Outcome:
-    """Score the fits in original units and summarize them."""
+    """Score the fits in original units and summarize them. The run's θ is the mean of the fold
+    models, or in sequential CV the one model's: the last fold's."""
     ds = p.dataset
     folds = p.evaluate(fits)
-    theta = np.mean([f.theta for f in folds], axis=0)
+    theta = folds[-1].theta if p.sequential else np.mean([f.theta for f in folds], axis=0)
     if len(folds) == 1:
         theta_star = folds[0].theta_star
     else:
@@ -103,6 +116,11 @@ def conclude(p: Prepared, fits: list[fit.FitResult], run_id: str | None) -> Outc
     names = results.theta_names(ds.X.shape[1])
     summary = results.summary(folds, ds.true_theta)
     summary.update(stable_lr_gd=p.checks.stable_lr, hessian_condition=p.checks.hessian_condition)
+    if p.sequential:  # one model: its epochs and steps are those of all folds together
+        summary.update(
+            epochs_run=float(sum(f.fit.epochs_run for f in folds)),
+            steps_run=float(sum(f.fit.steps for f in folds)),
+        )
     judged = verdict.judge(
         summary,
         [f.fit.history.train_mse for f in folds],
@@ -222,6 +240,7 @@ def print_summary(p: Prepared, outcome: Outcome) -> None:
             theta_star=outcome.theta_star,
             true_theta=outcome.dataset.true_theta,
             folds=len(outcome.folds),
+            sequential=p.sequential,
             run_id=outcome.run_id,
             ui_command=ui,
             verdict=outcome.verdict,

@@ -6,6 +6,12 @@ import numpy as np
 
 from lrexp.core.verdict import Verdict
 
+# Sequential CV's caveat, printed under its CV line.
+OPTIMISTIC = (
+    "sequential CV: this test MSE is optimistic (each test fold after the first was trained on "
+    "in an earlier fold)"
+)
+
 
 def _fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.6g}"
@@ -46,18 +52,23 @@ def summary_text(
     run_id: str | None,
     ui_command: str | None,
     verdict: Verdict | None = None,
+    sequential: bool = False,
 ) -> str:
     """A few lines: data and optimizer, train/test MSE, gap to the optimum, whether it converged
-    (and what would help if not), θ beside θ*. With folds, each number is labelled a mean."""
+    (and what would help if not), θ beside θ*. With folds, each number is labelled a mean;
+    ``sequential``: one model trained through the folds in turn (its test MSE is optimistic)."""
     s = summary
     lines = [title]
     if folds > 1:
+        kind = " sequential" if sequential else ""
         lines.append(
-            f"  {folds}-fold CV test MSE: {s['cv_test_mse_mean']:.6g} "
+            f"  {folds}-fold{kind} CV test MSE: {s['cv_test_mse_mean']:.6g} "
             f"± {s['cv_test_mse_std']:.3g}  (per fold: "
             + ", ".join(_fmt(s[f"fold_{i}/final_test_mse"]) for i in range(1, folds + 1))
             + ")"
         )
+    if folds > 1 and sequential:
+        lines.append(f"  {OPTIMISTIC}")
     mean = f" (mean over {folds} folds)" if folds > 1 else ""
     lines += [
         f"  train MSE {_fmt(s['final_train_mse'])}  test MSE {_fmt(s['final_test_mse'])}  "
@@ -77,7 +88,9 @@ def summary_text(
         if true_theta is not None:
             row += f" {true_theta[j]:>12.6g}"
         lines.append(row)
-    if folds > 1:
+    if folds > 1 and sequential:
+        lines.append("  (θ: the one model after the last fold; θ*: least squares on all rows)")
+    elif folds > 1:
         lines.append("  (θ: mean of the fold models; θ*: least squares on all rows)")
     if run_id is not None:
         lines.append(f"  MLflow run {run_id}")

@@ -81,6 +81,9 @@ def train_batch(members: list[tuple[Job, Prepared]]) -> list[list[fit.FitResult]
         arrays = [p.arrays(i) for p in ps]
         stacked = arrays[0] if shared else [np.stack(a) for a in zip(*arrays, strict=True)]
         keys = [jax.random.fold_in(p.shuffle_key, i) for p in ps]
+        starts = [runner.start_theta(p, i, f) for p, f in zip(ps, fits, strict=True)]
+        m = ps[0].dataset.X.shape[1]
+        theta0 = [np.zeros(m + 1) if t is None else t for t in starts]  # sequential CV: carried
         results = fit.fit_batch(
             *stacked,
             spec=spec,
@@ -89,6 +92,7 @@ def train_batch(members: list[tuple[Job, Prepared]]) -> list[list[fit.FitResult]
             dtype=dtype,
             shared_data=shared,
             on_chunk=progress,
+            theta0=np.stack(theta0),
         )
         for member, result in zip(fits, results, strict=True):
             member.append(result)
