@@ -18,9 +18,11 @@ from lrexp.core.data import (
     Standardizer,
     fold_indices,
     holdout_size,
+    input_columns,
     load_file,
     make_linear,
     min_train_rows,
+    raw_rows,
     split_indices,
 )
 from lrexp.core.shuffle import batch_rows, epoch_batches, shuffle_key, shuffled_rows
@@ -148,6 +150,27 @@ def test_load_file_reads_the_shared_fixture(small_csv):
     ds = load_file(small_csv, target="price", features=["a", "b"])
     theta = np.linalg.lstsq(np.column_stack([np.ones(len(ds.y)), ds.X]), ds.y, rcond=None)[0]
     np.testing.assert_allclose(theta, [1.0, 2.0, -3.0], atol=0.02)
+
+
+def test_load_file_onehot_records_categories_and_raw_rows_decode_back_to_the_file(tmp_path):
+    path = tmp_path / "houses.tsv"
+    path.write_text("city\tarea\tkind\tprice\nNice\t1\tflat\t5\nLyon\t2\thouse\t6\n"
+                    "Paris\t3\tflat\t7\n\t4\tflat\t8\n")  # fmt: skip
+    ds = load_file(path, target="price", categorical="onehot", dropna=True)
+    assert ds.dropped_rows == 1 and ds.y.tolist() == [5.0, 6.0, 7.0]
+    assert ds.categories == {"city": ["Lyon", "Nice", "Paris"], "kind": ["flat", "house"]}
+    assert ds.feature_names == ("city=Nice", "city=Paris", "area", "kind=house")
+    assert ds.X.tolist() == [[1, 0, 1, 0], [0, 0, 2, 1], [0, 1, 3, 0]]
+    assert input_columns(ds.feature_names, ds.categories) == ["city", "area", "kind"]
+    rows = [["Nice", 1.0, "flat"], ["Lyon", 2.0, "house"], ["Paris", 3.0, "flat"]]
+    assert raw_rows(ds.X, ds.feature_names, ds.categories) == rows
+
+
+def test_load_file_without_text_columns_has_no_categories(small_csv):
+    ds = load_file(small_csv, target="price")
+    assert ds.categories == {} and ds.dropped_rows == 0
+    assert input_columns(ds.feature_names, {}) == ["a", "b", "unused"]
+    assert raw_rows(ds.X[:2], ds.feature_names, {}) == ds.X[:2].tolist()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -61,7 +61,12 @@ def test_each_format_trains_to_the_least_squares_theta(tmp_path, name):
     WRITERS[name](houses(), tmp_path / name)
     frame = pd.read_csv(tmp_path / name, sep=";") if name == "semicolon.csv" else None
     frame = READERS[Path(name).suffix](tmp_path / name) if frame is None else frame
-    overrides = ["data=file", f"data.path={name}", "data.target=price", "data.features=[area,rooms]"]
+    overrides = [
+        "data=file",
+        f"data.path={name}",
+        "data.target=price",
+        "data.features=[area,rooms]",
+    ]
     cfg = typed_config(*overrides, *EXACT, "tracking.enabled=false")
     p = pipeline.prepare(cfg, tmp_path)
     assert p.dataset.feature_names == ("area", "rooms") and len(p.dataset.y) == 90

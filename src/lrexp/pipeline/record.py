@@ -209,6 +209,9 @@ def example_rows(p: Prepared) -> list[list[float | str]]:
     return data.raw_rows(ds.X[:5], ds.feature_names, ds.categories)
 
 
+PLOTTED_ROWS = 2000  # at most this many train and test rows in fitted_vs_actual.svg
+
+
 def logs_model(cfg: Config, sweep: SweepJob | None) -> bool:
     """Whether the run logs its model now: a sweep's child does only with sweep_model=every (with
     ``best``, the sweep's end logs the best child's)."""
@@ -249,10 +252,11 @@ def log_outputs(
         "categories": ds.categories,  # of θ needs; a one-hot group's first category: no feature
         "columns": data.input_columns(ds.feature_names, ds.categories),  # a model's raw input
         "example": example_rows(p),  # raw rows of "columns"
-        "dropped_rows": ds.dropped_rows,
     }
     optimal = float(np.mean([f.optimum["mse"] for f in folds]))
-    tr, te = p.parts[0]
+    # A figure of every row would be megabytes of SVG (and seconds) at 1e6 rows: evenly spaced
+    # rows of each set, which the random split has already shuffled.
+    tr, te = (rows[:: -(-len(rows) // PLOTTED_ROWS)] for rows in p.parts[0])
     w = folds[0].theta
 
     def fitted(rows):
