@@ -65,7 +65,7 @@ CASES = {
         ["optimizer=nadam"], "optimizer", "nadam", "no such option; allowed: adagrad, adam"
     ),
     "unknown-data-option": Case(
-        ["data=parquet"], "data", "parquet", "no such option; allowed: collinear, csv, linear"
+        ["data=parquet"], "data", "parquet", "no such option; allowed: collinear, csv, file, linear"
     ),
     "unknown-schedule": Case(
         ["schedule=linear"], "schedule", "linear", "no such option; allowed: constant, cosine"
@@ -280,7 +280,7 @@ CASES = {
         [*CSV, "data.path=header.csv"],
         "data.path",
         "header.csv",
-        "has a header row but no data rows",
+        "but no data rows",
     ),
     "csv-ragged-line": Case(
         [*CSV, "data.path=ragged.csv"],
@@ -290,27 +290,27 @@ CASES = {
     ),
     "csv-non-numeric-cell": Case(
         [*CSV, "data.path=text.csv"],
-        "data.path",
-        "text.csv",
-        "column 'b', line 3: 'abc' is not a finite number",
+        "data.categorical",
+        "error",
+        "'abc' (column 'b', line 3) is not a number",
     ),
     "csv-missing-cell": Case(
         [*CSV, "data.path=hole.csv"],
-        "data.path",
-        "hole.csv",
-        "column 'b', line 3: '' is not a finite number (missing values are not allowed)",
+        "data.dropna",
+        "False",
+        "the first '' (column 'b', line 3): set data.dropna=true",
     ),
     "csv-nan-cell": Case(
         [*CSV, "data.path=nan.csv"],
-        "data.path",
-        "nan.csv",
-        "column 'b', line 3: 'nan' is not a finite number",
+        "data.dropna",
+        "False",
+        "the first 'nan' (column 'b', line 3): set data.dropna=true",
     ),
     "csv-inf-cell": Case(
         [*CSV, "data.path=inf.csv"],
         "data.path",
         "inf.csv",
-        "column 'b', line 3: 'inf' is not a finite number",
+        "'inf' (column 'b', line 3) is not a finite number",
     ),
     "csv-duplicate-columns": Case(
         [*CSV, "data.path=dup.csv"], "data.path", "dup.csv", "has duplicate column names"

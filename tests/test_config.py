@@ -29,7 +29,7 @@ GROUP_OPTIONS = [
 
 
 def test_conf_offers_the_expected_options():
-    assert options("data") == ["collinear", "csv", "linear"]
+    assert options("data") == ["collinear", "csv", "file", "linear"]
     assert set(options("optimizer")) == set(optim.OPTIMIZERS)
     assert set(options("schedule")) == set(optim.SCHEDULES)
     assert options("experiment") == ["tutorial"]
@@ -49,7 +49,7 @@ def test_schema_and_registry_agree():
 @pytest.mark.parametrize("group, option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_option_composes_validates_and_trains(group, option, small_csv):
     overrides = [f"{group}={option}", "tracking.enabled=false", "train.epochs=2"]
-    if option == "csv":
+    if option in ("csv", "file"):
         overrides += [f"data.path={small_csv.name}", "data.target=price"]
     cfg = typed_config(*overrides)
     if group in config.SCHEMAS:
@@ -59,7 +59,7 @@ def test_every_option_composes_validates_and_trains(group, option, small_csv):
     config.validate(cfg, small_csv.parent)
 
     outcome = pipeline.run(cfg, base_dir=small_csv.parent, overrides=overrides)
-    n_features = 3 if option == "csv" else 5  # csv: a, b, unused; generators: 5 weights
+    n_features = 3 if option in ("csv", "file") else 5  # a, b, unused; generators: 5 weights
     assert outcome.theta.shape == (n_features + 1,)
     assert np.all(np.isfinite(outcome.theta)) and np.all(np.isfinite(outcome.theta_star))
     values = {k: v for k, v in outcome.summary.items() if v is not None}

@@ -1,4 +1,4 @@
-"""Data: the generator, the CSV loader and its errors, standardization, splits and batches,
+"""Data: the generator, the file loader and its errors, standardization, splits and batches,
 checked against NumPy oracles."""
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from lrexp.core.data import (
     Standardizer,
     fold_indices,
     holdout_size,
-    load_csv,
+    input_columns,
+    load_file,
     make_linear,
     min_train_rows,
+    raw_rows,
     split_indices,
 )
 from lrexp.core.shuffle import batch_rows, epoch_batches, shuffle_key, shuffled_rows
@@ -91,7 +93,7 @@ def test_make_linear_least_squares_recovers_true_theta_without_noise():
 
 
 # ---------------------------------------------------------------------------------------------
-# load_csv: good files
+# load_file: good files
 
 
 def _write_table(path: Path, header: list[str], values: np.ndarray, *, newline: str = "\n"):
@@ -100,11 +102,11 @@ def _write_table(path: Path, header: list[str], values: np.ndarray, *, newline: 
 
 
 @pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
-def test_load_csv_parses_values_with_all_other_columns_as_features(tmp_path, newline):
+def test_load_file_parses_values_with_all_other_columns_as_features(tmp_path, newline):
     values = np.random.default_rng(0).normal(size=(12, 4))
     path = tmp_path / "table.csv"
     _write_table(path, ["a", "target", "b", "c"], values, newline=newline)
-    ds = load_csv(path, target="target")
+    ds = load_file(path, target="target")
     assert ds.feature_names == ("a", "b", "c")
     assert ds.target_name == "target"
     assert ds.name == "table"
@@ -114,49 +116,70 @@ def test_load_csv_parses_values_with_all_other_columns_as_features(tmp_path, new
     np.testing.assert_array_equal(ds.y, values[:, 1])
 
 
-def test_load_csv_respects_explicit_feature_subset_and_order(tmp_path):
+def test_load_file_respects_explicit_feature_subset_and_order(tmp_path):
     values = np.random.default_rng(1).normal(size=(9, 4))
     path = tmp_path / "t.csv"
     _write_table(path, ["a", "b", "c", "y"], values)
-    ds = load_csv(path, target="y", features=["c", "a"])
+    ds = load_file(path, target="y", features=["c", "a"])
     assert ds.feature_names == ("c", "a")
     np.testing.assert_array_equal(ds.X, values[:, [2, 0]])
     np.testing.assert_array_equal(ds.y, values[:, 3])
 
 
-def test_load_csv_reads_header_with_utf8_bom(tmp_path):
+def test_load_file_reads_header_with_utf8_bom(tmp_path):
     values = np.random.default_rng(2).normal(size=(5, 3))
     path = tmp_path / "bom.csv"
     lines = ["a,b,y"] + [",".join(repr(float(v)) for v in row) for row in values]
     path.write_bytes(b"\xef\xbb\xbf" + ("\n".join(lines) + "\n").encode("utf-8"))
-    ds = load_csv(path, target="a")  # the first column, right after the BOM
+    ds = load_file(path, target="a")  # the first column, right after the BOM
     assert ds.feature_names == ("b", "y")
     np.testing.assert_array_equal(ds.y, values[:, 0])
     np.testing.assert_array_equal(ds.X, values[:, 1:])
 
 
-def test_load_csv_strips_whitespace_around_names_and_cells(tmp_path):
+def test_load_file_strips_whitespace_around_names_and_cells(tmp_path):
     path = tmp_path / "ws.csv"
     path.write_text(" a , y \n 1.5 , -2 \n3,  4e1\n")
-    ds = load_csv(path, target="y")
+    ds = load_file(path, target="y")
     assert ds.feature_names == ("a",)
     np.testing.assert_array_equal(ds.X, np.array([[1.5], [3.0]]))
     np.testing.assert_array_equal(ds.y, np.array([-2.0, 40.0]))
 
 
-def test_load_csv_reads_the_shared_fixture(small_csv):
-    ds = load_csv(small_csv, target="price", features=["a", "b"])
+def test_load_file_reads_the_shared_fixture(small_csv):
+    ds = load_file(small_csv, target="price", features=["a", "b"])
     theta = np.linalg.lstsq(np.column_stack([np.ones(len(ds.y)), ds.X]), ds.y, rcond=None)[0]
     np.testing.assert_allclose(theta, [1.0, 2.0, -3.0], atol=0.02)
 
 
+def test_load_file_onehot_records_categories_and_raw_rows_decode_back_to_the_file(tmp_path):
+    path = tmp_path / "houses.tsv"
+    path.write_text("city\tarea\tkind\tprice\nNice\t1\tflat\t5\nLyon\t2\thouse\t6\n"
+                    "Paris\t3\tflat\t7\n\t4\tflat\t8\n")  # fmt: skip
+    ds = load_file(path, target="price", categorical="onehot", dropna=True)
+    assert ds.dropped_rows == 1 and ds.y.tolist() == [5.0, 6.0, 7.0]
+    assert ds.categories == {"city": ["Lyon", "Nice", "Paris"], "kind": ["flat", "house"]}
+    assert ds.feature_names == ("city=Nice", "city=Paris", "area", "kind=house")
+    assert ds.X.tolist() == [[1, 0, 1, 0], [0, 0, 2, 1], [0, 1, 3, 0]]
+    assert input_columns(ds.feature_names, ds.categories) == ["city", "area", "kind"]
+    rows = [["Nice", 1.0, "flat"], ["Lyon", 2.0, "house"], ["Paris", 3.0, "flat"]]
+    assert raw_rows(ds.X, ds.feature_names, ds.categories) == rows
+
+
+def test_load_file_without_text_columns_has_no_categories(small_csv):
+    ds = load_file(small_csv, target="price")
+    assert ds.categories == {} and ds.dropped_rows == 0
+    assert input_columns(ds.feature_names, {}) == ["a", "b", "unused"]
+    assert raw_rows(ds.X[:2], ds.feature_names, {}) == ds.X[:2].tolist()
+
+
 # ---------------------------------------------------------------------------------------------
-# load_csv: errors
+# load_file: errors
 
 
 def _error(path: Path, **kw) -> DataError:
     with pytest.raises(DataError) as info:
-        load_csv(path, **kw)
+        load_file(path, **kw)
     err = info.value
     assert isinstance(err, ValueError)
     assert str(err).startswith(f"{err.key}={err.value!r}: ")
@@ -164,17 +187,21 @@ def _error(path: Path, **kw) -> DataError:
     return err
 
 
-@pytest.mark.parametrize("text", ["", "\n\n  \n", ",,\n"], ids=["empty", "blank", "commas"])
-def test_load_csv_empty_file_raises_data_path_error(tmp_path, text):
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [("", "empty"), ("\n\n  \n", "empty"), (",,\n", "column 1 has no name")],
+    ids=["empty", "blank", "commas"],
+)
+def test_load_file_empty_file_raises_data_path_error(tmp_path, text, words):
     path = tmp_path / "empty.csv"
     path.write_text(text)
     err = _error(path, target="y")
     assert err.key == "data.path"
     assert err.value == str(path)
-    assert "empty" in err.allowed
+    assert words in err.allowed
 
 
-def test_load_csv_duplicate_header_raises_naming_duplicates(tmp_path):
+def test_load_file_duplicate_header_raises_naming_duplicates(tmp_path):
     path = tmp_path / "dup.csv"
     path.write_text("a,b,a,y\n1,2,3,4\n")
     err = _error(path, target="y")
@@ -183,7 +210,7 @@ def test_load_csv_duplicate_header_raises_naming_duplicates(tmp_path):
     assert "duplicate" in err.allowed and "'a'" in err.allowed
 
 
-def test_load_csv_missing_target_raises_data_target(tmp_path):
+def test_load_file_missing_target_raises_data_target(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("a,b,y\n1,2,3\n")
     err = _error(path, target="price")
@@ -192,7 +219,7 @@ def test_load_csv_missing_target_raises_data_target(tmp_path):
     assert "price" in str(err) and "t.csv" in str(err)
 
 
-def test_load_csv_unknown_features_raise_data_features_naming_them(tmp_path):
+def test_load_file_unknown_features_raise_data_features_naming_them(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("a,b,y\n1,2,3\n")
     err = _error(path, target="y", features=["a", "zz", "qq"])
@@ -201,7 +228,7 @@ def test_load_csv_unknown_features_raise_data_features_naming_them(tmp_path):
     assert "['zz', 'qq']" in err.allowed
 
 
-def test_load_csv_target_only_file_raises_data_features(tmp_path):
+def test_load_file_target_only_file_raises_data_features(tmp_path):
     path = tmp_path / "only.csv"
     path.write_text("y\n1\n2\n")
     err = _error(path, target="y")
@@ -209,7 +236,7 @@ def test_load_csv_target_only_file_raises_data_features(tmp_path):
     assert "no column besides the target" in err.allowed
 
 
-def test_load_csv_header_only_raises_data_path(tmp_path):
+def test_load_file_header_only_raises_data_path(tmp_path):
     path = tmp_path / "head.csv"
     path.write_text("a,b,y\n")
     err = _error(path, target="y")
@@ -219,7 +246,7 @@ def test_load_csv_header_only_raises_data_path(tmp_path):
 
 
 @pytest.mark.parametrize("bad_row", ["1,2", "1,2,3,4"], ids=["short", "long"])
-def test_load_csv_ragged_line_raises_naming_the_line(tmp_path, bad_row):
+def test_load_file_ragged_line_raises_naming_the_line(tmp_path, bad_row):
     path = tmp_path / "ragged.csv"
     path.write_text(f"a,b,y\n1,2,3\n4,5,6\n{bad_row}\n7,8,9\n")
     err = _error(path, target="y")
@@ -230,32 +257,37 @@ def test_load_csv_ragged_line_raises_naming_the_line(tmp_path, bad_row):
     assert "header has 3" in err.allowed
 
 
-@pytest.mark.parametrize("cell", ["abc", "", "nan", "NaN", "inf", "-inf", "1e999", "1,5"], ids=repr)
-def test_load_csv_non_finite_cell_raises_naming_column_and_line(tmp_path, cell):
+# The key names what to change: the file (an infinity), data.dropna (a missing cell: empty or
+# NaN), data.categorical (text, which onehot would encode).
+NOT_FINITE = {"abc": "data.categorical", "": "data.dropna", "nan": "data.dropna"}
+NOT_FINITE |= {"NaN": "data.dropna", "inf": "data.path", "-inf": "data.path"}
+NOT_FINITE |= {"1e999": "data.path", "1,5": "data.categorical"}
+
+
+@pytest.mark.parametrize("cell", NOT_FINITE, ids=repr)
+def test_load_file_non_finite_cell_raises_naming_column_and_line(tmp_path, cell):
     path = tmp_path / "bad.csv"
     quoted = f'"{cell}"' if "," in cell else cell
     path.write_text(f"a,b,y\n1,2,3\n4,5,6\n7,{quoted},9\n")
     err = _error(path, target="y")
-    assert err.key == "data.path"
-    assert err.value == str(path)
-    assert "column 'b', line 4" in err.allowed
-    assert repr(cell) in err.allowed
+    assert err.key == NOT_FINITE[cell]
+    assert f"{cell!r} (column 'b', line 4)" in err.allowed
 
 
-def test_load_csv_bad_target_cell_names_the_target_column(tmp_path):
+def test_load_file_bad_target_cell_names_the_target_column(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("a,y\n1,2\n3,oops\n")
     err = _error(path, target="y")
-    assert "column 'y', line 3" in err.allowed and "'oops'" in err.allowed
+    assert "'oops' (column 'y', line 3)" in err.allowed
 
 
-def test_load_csv_line_number_is_the_physical_line_despite_blank_lines(tmp_path):
+def test_load_file_line_number_is_the_physical_line_despite_blank_lines(tmp_path):
     # the message must point at the line a user sees in an editor: line 5 here
     path = tmp_path / "gaps.csv"
     path.write_text("a,y\n1,2\n\n3,4\nbad,5\n")
     assert path.read_text().splitlines()[4] == "bad,5"
     err = _error(path, target="y")
-    assert "column 'a', line 5" in err.allowed
+    assert "'bad' (column 'a', line 5)" in err.allowed
 
 
 # ---------------------------------------------------------------------------------------------

@@ -305,7 +305,7 @@ def test_bad_cells_in_parquet_and_feather_name_the_row(tmp_path):
 def test_wrong_field_count_names_the_line_without_quoting_it(tmp_path):
     path = _write(tmp_path / "ragged.csv", "a,b,y\n1,2,3\n\n4,5,6,SECRET\n7,8,9\n")
     message = _error(path, "data.path", target="y")
-    assert "line 4 has 4 fields, the header 3" in message and "SECRET" not in message
+    assert "line 4 has 4 fields, the header has 3" in message and "SECRET" not in message
 
 
 @pytest.mark.parametrize(

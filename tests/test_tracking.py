@@ -287,6 +287,8 @@ def test_theta_json_holds_the_outcomes_thetas(adam_run, client, tmp_path):
         "theta_true",
         "folds",
         "features",
+        "categories",
+        "columns",
         "example",
     }
     assert doc["features"] == list(out.dataset.feature_names)

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lrexp.config.schema import SCHEMAS, Config, CsvData, LinearData, TrainConfig
+from lrexp.config.schema import SCHEMAS, Config, FileData, LinearData, TrainConfig
 from lrexp.core import optim
 
 
@@ -64,8 +64,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "must be a non-empty list of finite numbers",
     ),
     "collinearity": _UNIT,
-    "path": _rule(lambda v: bool(v), "must name a CSV file"),
     "target": _rule(lambda v: bool(v), "must name the target column"),
+    "delimiter": _rule(
+        lambda v: v is None or v == "\\t" or (len(v) == 1 and v not in '"\r\n'),
+        "must be null (sniffed) or one character, no quote or newline (';', '|', or \\t: tab)",
+    ),
     "features": _rule(
         lambda v: v is None or (len(v) >= 1 and len(set(v)) == len(v)),
         "must be null (all other columns) or a non-empty list of distinct names",
@@ -154,7 +157,7 @@ def validate(cfg: Config, base_dir: str | Path = ".") -> None:
 
 
 def _check_data(data: Any, base_dir: str | Path) -> None:
-    """Check what ties the data's values together, and that a CSV file exists."""
+    """Check what ties the data's values together, and that a data file exists."""
     if isinstance(data, LinearData) and data.n < len(data.weights) + 2:
         raise ConfigError(
             "data.n",
@@ -162,20 +165,39 @@ def _check_data(data: Any, base_dir: str | Path) -> None:
             f"must exceed the number of features + 1 "
             f"({len(data.weights) + 1}) so that the least-squares fit is determined",
         )
-    if isinstance(data, CsvData):
-        path = Path(base_dir, data.path)
-        if not path.is_file():
-            raise ConfigError(
-                "data.path",
-                data.path,
-                f"must be an existing CSV file (looked for {path.resolve()})",
-            )
-        if data.features and data.target in data.features:
-            raise ConfigError(
-                "data.features",
-                data.features,
-                f"must not contain the target column {data.target!r}",
-            )
+    if isinstance(data, FileData):
+        _check_file(data, base_dir)
+
+
+# The file's kind, as the message that asks for one names it.
+_KINDS = {"csv": "CSV", "tsv": "TSV", "parquet": "Parquet", "feather": "Feather"}
+
+
+def _check_file(data: FileData, base_dir: str | Path) -> None:
+    """Check a data file's options against the loader's, and that the file exists."""
+    from lrexp.core import tables  # pyarrow: imported only for data read from a file
+
+    if data.format is not None and data.format not in tables.FORMATS:
+        allowed = f"must be null (by the extension) or one of: {', '.join(tables.FORMATS)}"
+        raise ConfigError("data.format", data.format, allowed)
+    if data.categorical not in tables.CATEGORICAL:
+        allowed = f"must be one of: {', '.join(tables.CATEGORICAL)}"
+        raise ConfigError("data.categorical", data.categorical, allowed)
+    fmt = data.format or tables.format_of(data.path) or data.name  # data=csv: "CSV" file
+    kind = _KINDS.get(fmt, "data")
+    if not data.path:
+        raise ConfigError("data.path", data.path, f"must name a {kind} file")
+    path = Path(base_dir, data.path)
+    if not path.is_file():
+        raise ConfigError(
+            "data.path", data.path, f"must be an existing {kind} file (looked for {path.resolve()})"
+        )
+    if data.features and data.target in data.features:
+        raise ConfigError(
+            "data.features",
+            data.features,
+            f"must not contain the target column {data.target!r}",
+        )
 
 
 def _check_train(train: TrainConfig) -> None:
@@ -213,7 +235,7 @@ def validate_sizes(cfg: Config, *, n_rows: int, n_features: int, n_train: int) -
     """Check the values that depend on the loaded data's size."""
     if n_rows < n_features + 2:
         key, value = (
-            ("data.path", cfg.data.path) if isinstance(cfg.data, CsvData) else ("data.n", n_rows)
+            ("data.path", cfg.data.path) if isinstance(cfg.data, FileData) else ("data.n", n_rows)
         )
         raise ConfigError(
             key,

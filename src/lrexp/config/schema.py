@@ -32,12 +32,24 @@ class CollinearData(LinearData):
 
 
 @dataclass
-class CsvData:
+class FileData:
+    """A table in a file (``data=csv`` or ``data=file``: the same keys, read the same way).
+
+    The keys added after ``data=csv`` first shipped have defaults, so that a run stored before
+    them is rebuilt as it ran."""
+
     name: str = MISSING
     path: str = MISSING
     target: str = MISSING
     features: list[str] | None = None
+    format: str | None = None  # csv, tsv, parquet, feather; null: by the file's extension
+    delimiter: str | None = None  # csv and tsv only; null: sniffed from the file's first lines
+    categorical: str = "error"  # a text column: "error", or "onehot" to one-hot encode it
+    dropna: bool = False  # drop the rows with a missing cell, rather than refuse the file
     standardize: bool = MISSING
+
+
+CsvData = FileData  # its name before data=file
 
 
 # --- optimizers: knobs named as Optax names them -----------------------------------------------
@@ -146,7 +158,7 @@ class TrackingConfig:
 # A group's schema is one of its options' dataclasses, picked by the YAML file Hydra composes.
 # OmegaConf 2.3 cannot hold a union of dataclasses, so it sees Any; type checkers see the union.
 if TYPE_CHECKING:
-    DataSchema = LinearData | CollinearData | CsvData
+    DataSchema = LinearData | CollinearData | FileData
     OptimizerSchema = Sgd | Momentum | Adam | AdamW | RmsProp | Adagrad | Lion | Lbfgs
     ScheduleSchema = Constant | Exponential | Cosine | WarmupCosine
 else:
@@ -163,7 +175,7 @@ class Config:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "data": {"linear": LinearData, "collinear": CollinearData, "csv": CsvData},
+    "data": {"linear": LinearData, "collinear": CollinearData, "csv": FileData, "file": FileData},
     "optimizer": {
         "sgd": Sgd,
         "momentum": Momentum,

@@ -1,4 +1,4 @@
-"""Data on the host: generators and a CSV loader producing a :class:`Dataset`; standardization
+"""Data on the host: generators and a file loader producing a :class:`Dataset`; standardization
 and train/test splits. (The per-epoch shuffle of the compiled loop is in :mod:`lrexp.core.shuffle`.)
 
 Data is held on the host in float64 (the generators draw it with JAX in float64) and cast to the
@@ -7,9 +7,8 @@ training dtype only when it is handed to the compiled loop.
 
 from __future__ import annotations
 
-import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -39,6 +38,10 @@ class Dataset:
     name: str
     source: str
     true_theta: np.ndarray | None = None  # [bias, w_1..w_M] when the generator is known
+    # One-hot encoded text columns: column → its categories, sorted; the first has no feature
+    # (the baseline), each other one the feature "column=category".
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    dropped_rows: int = 0  # rows with a missing cell left out (data.dropna=true)
 
 
 def make_linear(
@@ -74,64 +77,59 @@ def make_linear(
     )
 
 
-def load_csv(path: str | Path, *, target: str, features: list[str] | None = None) -> Dataset:
-    """Read numeric columns from a CSV file with a header row; report any bad cell by place."""
+def load_file(
+    path: str | Path,
+    *,
+    target: str,
+    features: list[str] | None = None,
+    fmt: str | None = None,
+    delimiter: str | None = None,
+    categorical: str = "error",
+    dropna: bool = False,
+) -> Dataset:
+    """Read a CSV, TSV, Parquet or Feather file (see :func:`lrexp.core.tables.read_table`)."""
+    from lrexp.core import tables  # pyarrow: imported only when a file is read
+
     path = Path(path)
-    rows, lines = [], []  # non-blank rows, and the file line each one ends on
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        for row in reader:
-            if any(cell.strip() for cell in row):
-                rows.append(row)
-                lines.append(reader.line_num)
-    if not rows:
-        raise DataError("data.path", str(path), "is empty: needs a header row and data rows")
-    header = [h.strip() for h in rows[0]]
-    if len(set(header)) != len(header):
-        raise DataError("data.path", str(path), f"has duplicate column names: {header}")
-    if target not in header:
-        raise DataError("data.target", target, f"must be a column of {path.name}: {header}")
-    names = [h for h in header if h != target] if features is None else list(features)
-    missing = [f for f in names if f not in header]
-    if missing:
-        raise DataError(
-            "data.features", features, f"{missing} not among the columns of {path.name}: {header}"
-        )
-    if not names:
-        raise DataError("data.features", features, f"{path.name} has no column besides the target")
-    if len(rows) < 2:
-        raise DataError("data.path", str(path), "has a header row but no data rows")
-    cols = [header.index(c) for c in [*names, target]]
-    values = np.empty((len(rows) - 1, len(cols)), dtype=np.float64)
-    for i, (row, line) in enumerate(zip(rows[1:], lines[1:], strict=True)):
-        if len(row) != len(header):
-            raise DataError(
-                "data.path",
-                str(path),
-                f"line {line} has {len(row)} fields, the header has {len(header)}",
-            )
-        for j, c in enumerate(cols):
-            cell = row[c].strip()
-            try:
-                v = float(cell)
-            except ValueError:
-                v = math.nan
-            if not math.isfinite(v):
-                raise DataError(
-                    "data.path",
-                    str(path),
-                    f"column {header[c]!r}, line {line}: "
-                    f"{cell!r} is not a finite number (missing values are not allowed)",
-                )
-            values[i, j] = v
+    try:
+        t = tables.read_table(
+            path, target=target, features=features, fmt=fmt, delimiter=delimiter,
+            categorical=categorical, dropna=dropna,
+        )  # fmt: skip
+    except tables.TableError as e:
+        raise DataError(e.key, e.value, e.allowed) from None
     return Dataset(
-        X=values[:, :-1],
-        y=values[:, -1],
-        feature_names=tuple(names),
-        target_name=target,
+        X=t.X,
+        y=t.y,
+        feature_names=t.feature_names,
+        target_name=t.target_name,
         name=path.stem,
         source=str(path.resolve()),
+        categories=t.categories,
+        dropped_rows=t.dropped_rows,
     )
+
+
+def input_columns(feature_names: tuple[str, ...], categories: dict[str, list[str]]) -> list[str]:
+    """The columns new rows give a model of these features: each one-hot group as its column."""
+    indicator = {f"{c}={v}": c for c, cats in categories.items() for v in cats[1:]}
+    return list(dict.fromkeys([indicator.get(f, f) for f in feature_names] + list(categories)))
+
+
+def raw_rows(
+    X: np.ndarray, feature_names: tuple[str, ...], categories: dict[str, list[str]]
+) -> list[list[float | str]]:
+    """Rows of ``X`` as the file held them: each one-hot group back to its category's name."""
+    columns = input_columns(feature_names, categories)
+    index = {f: j for j, f in enumerate(feature_names)}
+    out = []
+    for row in np.asarray(X, dtype=np.float64):
+        raw: dict[str, float | str] = {f: float(row[j]) for f, j in index.items()}
+        for c, cats in categories.items():
+            hot = [v for v in cats[1:] if raw.get(f"{c}={v}") == 1.0]
+            raw[c] = hot[0] if hot else cats[0]
+        out.append([raw[c] for c in columns])
+    return out
 
 
 class Standardizer(NamedTuple):

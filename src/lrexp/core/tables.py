@@ -154,9 +154,14 @@ def _bad(path: Path, problem: str) -> TableError:
     return TableError("data.path", str(path), problem)
 
 
+def format_of(path: str | Path) -> str | None:
+    """Return the format the file's extension names, or None."""
+    return _EXTENSIONS.get(Path(path).suffix.lower())
+
+
 def _format(path: Path, fmt: str | None) -> str:
     """Return the format: ``fmt``, else the one the file's extension names."""
-    if (fmt := fmt or _EXTENSIONS.get(path.suffix.lower())) not in FORMATS:
+    if (fmt := fmt or format_of(path)) not in FORMATS:
         known = f"{', '.join(FORMATS)}, or a file named {', '.join(_EXTENSIONS)}"
         raise TableError("data.format", fmt, f"must be one of {known}, unlike {path.name!r}")
     return fmt
@@ -242,7 +247,7 @@ def _parse_error(path: Path, delimiter: str, width: int, exc: Exception) -> Tabl
     if re.search(r"Expected \d+ columns, got \d+", str(exc)):
         for line, cells in itertools.islice(_csv_rows(path, delimiter), 1, None):
             if len(cells) != width:
-                return _bad(path, f"line {line} has {len(cells)} fields, the header {width}")
+                return _bad(path, f"line {line} has {len(cells)} fields, the header has {width}")
     return _bad(path, f"cannot be parsed as delimited text ({str(exc).split(':')[0][:60]})")
 
 
@@ -290,7 +295,7 @@ def _select(path: Path, names: list[str], target: str, features: list[str] | Non
         msg = f"{_names(missing)} not among the columns of {path.name}: {_names(names)}"
         raise TableError("data.features", features, msg)
     if not chosen:
-        raise TableError("data.features", features, f"{path.name} has no column but the target")
+        raise TableError("data.features", features, f"{path.name} has no column besides the target")
     if target in chosen or len(set(chosen)) != len(chosen):
         raise TableError("data.features", features, "must be distinct and not the target")
     return chosen
@@ -346,16 +351,20 @@ def _missing(
     for name, v in values.items():
         if (inf := np.flatnonzero(np.isinf(v))).size:
             raise _bad(path, f"{place(name, int(inf[0]))} is not a finite number")
-    counts = {n: int(np.isnan(v).sum()) for n, v in values.items()}
-    counts = {n: k for n, k in (counts | {n: t.null_count for n, t in texts.items()}).items() if k}
+    masks = {n: np.isnan(v) for n, v in values.items()}
+    masks |= {n: t.is_null().to_numpy() for n, t in texts.items()}
+    rows = np.logical_or.reduce(list(masks.values()))
     if not dropna:
+        counts = {n: int(m.sum()) for n, m in masks.items() if m.any()}
         per = ", ".join(f"{n!r}: {k}" for n, k in itertools.islice(counts.items(), 20))
         more = f", ... ({len(counts) - 20} more columns)" if len(counts) > 20 else ""
-        msg = f"missing cells per column {{{per}{more}}}: set data.dropna=true to drop those rows"
+        first = int(np.argmax(rows))
+        column = next(n for n, m in masks.items() if m[first])
+        msg = (
+            f"missing cells per column {{{per}{more}}}, the first {place(column, first)}: "
+            "set data.dropna=true to drop those rows"
+        )
         raise TableError("data.dropna", dropna, msg)
-    rows = np.logical_or.reduce([np.isnan(v) for v in values.values()])
-    for t in texts.values():
-        rows |= t.is_null().to_numpy()
     if rows.all():
         raise TableError("data.dropna", dropna, f"every row of {path.name} has a missing cell")
     return ~rows

@@ -57,8 +57,20 @@ class Prepared:
 
 def build_dataset(d: config.DataSchema, key: jax.Array, base_dir: Path) -> Dataset:
     """Make or load the configured data set."""
-    if isinstance(d, config.CsvData):
-        return data.load_csv(base_dir / d.path, target=d.target, features=d.features)
+    if isinstance(d, config.FileData):
+        ds = data.load_file(
+            base_dir / d.path,
+            target=d.target,
+            features=d.features,
+            fmt=d.format,
+            delimiter="\t" if d.delimiter == "\\t" else d.delimiter,  # \t typed in a shell
+            categorical=d.categorical,
+            dropna=d.dropna,
+        )
+        if ds.dropped_rows:
+            total = ds.dropped_rows + len(ds.y)
+            log.warning("data.dropna=true: left out %d of %d rows", ds.dropped_rows, total)
+        return ds
     collinearity = d.collinearity if isinstance(d, config.CollinearData) else 0.0
     return data.make_linear(
         key, n=d.n, bias=d.bias, weights=list(d.weights), noise=d.noise, collinearity=collinearity

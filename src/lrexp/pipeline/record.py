@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lrexp.config import Config, ConfigError, render
-from lrexp.core import results
+from lrexp.config import Config, ConfigError, FileData, render
+from lrexp.core import data, results
 from lrexp.core.verdict import Verdict
 from lrexp.pipeline import provenance
 from lrexp.report import plots
@@ -136,6 +136,8 @@ def inputs(p: Prepared, overrides: list[str]) -> tuple[dict[str, Any], dict[str,
         "run.n_train": n_train,
         "run.n_test": n_test,
     }
+    if isinstance(p.cfg.data, FileData):
+        params["run.dropped_rows"] = ds.dropped_rows  # data.dropna=true: rows left out
     return params, render.files(p.cfg, overrides)
 
 
@@ -255,9 +257,14 @@ def log_partial(p: Prepared, run_id: str, fits: list) -> None:
     tracking.log_files(run_id, files)
 
 
-def example_rows(p: Prepared) -> list[list[float]]:
-    """The model's input example: the first rows of the data, as plain floats."""
-    return np.asarray(p.dataset.X[:5], dtype=np.float64).tolist()
+def example_rows(p: Prepared) -> list[list[float | str]]:
+    """The model's input example: the first rows of the data as the file held them (a one-hot
+    group as its category's name, in :func:`~lrexp.core.data.input_columns` order)."""
+    ds = p.dataset
+    return data.raw_rows(ds.X[:5], ds.feature_names, ds.categories)
+
+
+PLOTTED_ROWS = 2000  # at most this many train and test rows in fitted_vs_actual.svg
 
 
 def logs_model(cfg: Config, sweep: SweepJob | None) -> bool:
@@ -295,22 +302,31 @@ def log_outputs(
     t = p.cfg.tracking
     model_id = None
     if logs_model(p.cfg, sweep):
-        model_id = tracking.log_model(outcome.theta, list(ds.feature_names), example_rows(p))
+        model_id = tracking.log_model(
+            outcome.theta, list(ds.feature_names), example_rows(p), categories=ds.categories
+        )
     curves, history = history_files(p, folds, names)
+    scalars = dict(outcome.summary)
+    if isinstance(p.cfg.data, FileData):
+        scalars["data_dropped_rows"] = ds.dropped_rows
     tags = verdict_tags(outcome.verdict)  # a diverged run's too: it ends FAILED after this
-    log_curves(outcome.run_id, curves, outcome.summary, t.max_curve_points, model_id, params, tags)
+    log_curves(outcome.run_id, curves, scalars, t.max_curve_points, model_id, params, tags)
     theta = {
         "names": names,
         "theta": outcome.theta.tolist(),
         "theta_star": outcome.theta_star.tolist(),
         "theta_true": None if ds.true_theta is None else ds.true_theta.tolist(),
         "folds": [{"theta": f.theta.tolist(), "theta_star": f.theta_star.tolist()} for f in folds],
-        "features": list(ds.feature_names),  # with "example": what a model of θ needs
-        "example": example_rows(p),
+        "features": list(ds.feature_names),  # with "categories" and "example": what a model
+        "categories": ds.categories,  # of θ needs; a one-hot group's first category: no feature
+        "columns": data.input_columns(ds.feature_names, ds.categories),  # a model's raw input
+        "example": example_rows(p),  # raw rows of "columns"
     }
     optimal = float(np.mean([f.optimum["mse"] for f in folds]))
     shown = len(folds) - 1 if p.sequential else 0  # sequential: the one model, after every fold
-    tr, te = p.parts[shown]
+    # A figure of every row would be megabytes of SVG (and seconds) at 1e6 rows: evenly spaced
+    # rows of each set, which the random split has already shuffled.
+    tr, te = (rows[:: -(-len(rows) // PLOTTED_ROWS)] for rows in p.parts[shown])
     w = folds[shown].theta
 
     def fitted(rows):
@@ -322,6 +338,7 @@ def log_outputs(
             **files,
             "theta.json": json.dumps(theta, indent=2),
             **history,
+            **({"categories.json": json.dumps(ds.categories, indent=2)} if ds.categories else {}),
             "plots/loss_curve.svg": plots.loss_curve(
                 curves, optimal, 1 if p.sequential else len(folds), p.title
             ),

@@ -99,12 +99,15 @@ class Tracker(Channel):
         self,
         theta: Sequence[float],
         features: Sequence[str],
-        example: Sequence[Sequence[float]],
+        example: Sequence[Sequence[float | str]],
         *,
+        categories: Mapping[str, Sequence[str]] = {},
         run_id: str | None = None,
         uri: str | None = None,
     ) -> str:
-        return self._call("log_model", theta, features, example, run_id=run_id, uri=uri)
+        return self._call(
+            "log_model", theta, features, example, categories=categories, run_id=run_id, uri=uri
+        )
 
     def set_tags(self, uri: str, run_id: str, tags: Mapping[str, str]) -> None:
         self._call("set_tags", uri, run_id, tags)

@@ -87,8 +87,9 @@ class TrackingCalls(Protocol):
         self,
         theta: Sequence[float],
         features: Sequence[str],
-        example: Sequence[Sequence[float]],
+        example: Sequence[Sequence[float | str]],
         *,
+        categories: Mapping[str, Sequence[str]] = {},
         run_id: str | None = None,
         uri: str | None = None,
     ) -> str: ...

@@ -152,8 +152,9 @@ def log_best_model(uri: str, run_id: str) -> str | None:
         if "features" not in theta:
             return None
         return writer.log_model(
-            theta["theta"], theta["features"], theta["example"], run_id=run_id, uri=uri
-        )
+            theta["theta"], theta["features"], theta["example"],
+            categories=theta.get("categories", {}), run_id=run_id, uri=uri,
+        )  # fmt: skip
     except Exception as e:
         log.warning("could not log the best child's model: %s", e)
         return None

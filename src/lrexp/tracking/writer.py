@@ -187,14 +187,18 @@ def log_dataset(
 def log_model(
     theta: Sequence[float],
     features: Sequence[str],
-    example: Sequence[Sequence[float]],
+    example: Sequence[Sequence[float | str]],
     *,
+    categories: Mapping[str, Sequence[str]] = {},
     run_id: str | None = None,
     uri: str | None = None,
 ) -> str:
-    """Log θ as a pyfunc model with an explicit signature and input ``example`` (rows of the
-    features) to the active run (or to ``run_id``, which may have ended, in the store ``uri``);
-    return the logged model's id.
+    """Log θ as a pyfunc model with an explicit signature and input ``example`` to the active run
+    (or to ``run_id``, which may have ended, in the store ``uri``); return the logged model's id.
+
+    θ weighs ``features``; a feature ``"column=category"`` of a one-hot group in ``categories``
+    is made by the model from the raw text column, so the model takes the raw columns (text for
+    a group) and ``example`` rows are raw rows in that order.
 
     Log it before the run's metrics: MLflow copies every metric already logged at the model's
     step onto the new model, reading each one's whole history back (0.1-0.4 s a run).
@@ -207,15 +211,21 @@ def log_model(
         mlflow.set_tracking_uri(uri)
     if run_id is not None:  # else MLflow files the model under the active (default) experiment
         mlflow.set_experiment(experiment_id=MlflowClient().get_run(run_id).info.experiment_id)
+    cats = {str(c): [str(v) for v in vs] for c, vs in categories.items()}
+    indicator = {f"{c}={v}": c for c, vs in cats.items() for v in vs[1:]}
+    columns = list(dict.fromkeys([indicator.get(f, f) for f in features] + list(cats)))
     signature = ModelSignature(
-        inputs=Schema([ColSpec("double", f) for f in features]),
+        inputs=Schema([ColSpec("string" if c in cats else "double", c) for c in columns]),
         outputs=Schema([ColSpec("double")]),
     )
     theta_json = {
         "features": list(features),
+        "categories": cats,
         "bias": float(theta[0]),
         "weights": [float(w) for w in theta[1:]],
     }
+    frame = pd.DataFrame([list(r) for r in example], columns=columns)
+    frame = frame.astype({c: str if c in cats else np.float64 for c in columns})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "theta.json")
         path.write_text(json.dumps(theta_json))
@@ -227,9 +237,7 @@ def log_model(
             python_model=str(Path(__file__).with_name("pyfunc_model.py")),
             artifacts={"theta": str(path)},  # θ as a file, not model_config (that becomes params)
             signature=signature,
-            input_example=pd.DataFrame(
-                np.asarray(example, dtype=np.float64), columns=list(features)
-            ),
+            input_example=frame,
             pip_requirements=[f"mlflow=={mlflow.__version__}", *MODEL_REQUIREMENTS[1:]],
         )
     return info.model_id
