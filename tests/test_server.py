@@ -106,9 +106,7 @@ def postgres() -> Iterator[str]:
 
 # --- mlflow server -------------------------------------------------------------------------------
 @contextmanager
-def mlflow_server(
-    backend_uri: str, workdir: Path, *, app_name: str | None = None
-) -> Iterator[str]:
+def mlflow_server(backend_uri: str, workdir: Path, *, app_name: str | None = None) -> Iterator[str]:
     """Run ``mlflow server`` on a free 127.0.0.1 port until it answers /health; yield its URL.
 
     ``app_name`` serves another ``mlflow.app`` (``lrexp``: the UI opens experiments on their
