@@ -66,7 +66,8 @@ def test_adam_run_lands_in_sqlite_store_of_launch_directory(tmp_path):
     assert run.data.params["optimizer.name"] == "adam"
     assert run.data.tags["lrexp.command"].endswith("-m lrexp.train optimizer=adam")
     # The summary shows θ beside θ* and the way to open the UI.
-    assert "θ*" in proc.stdout and f"mlflow ui --backend-store-uri sqlite:///{db}" in proc.stdout
+    assert "θ*" in proc.stdout
+    assert f"mlflow ui --app-name lrexp --backend-store-uri sqlite:///{db}" in proc.stdout
     # Adam on the default data lands near the optimum: the gap is reported and small.
     assert run.data.metrics["gap_theta"] < 0.05
 

@@ -106,13 +106,15 @@ def postgres() -> Iterator[str]:
 
 # --- mlflow server -------------------------------------------------------------------------------
 @contextmanager
-def mlflow_server(backend_uri: str, workdir: Path) -> Iterator[str]:
+def mlflow_server(backend_uri: str, workdir: Path, *, app_name: str | None = None) -> Iterator[str]:
     """Run ``mlflow server`` on a free 127.0.0.1 port until it answers /health; yield its URL.
 
-    It runs in its own process group (uvicorn forks workers), which is terminated at the end.
+    ``app_name`` serves another ``mlflow.app`` (``lrexp``: the UI opens experiments on their
+    runs). It runs in its own process group (uvicorn forks workers), terminated at the end.
     """
     port, log = free_port(), workdir / "mlflow-server.log"
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri]
+    cmd += ["--app-name", app_name] if app_name else []
     cmd += ["--artifacts-destination", str(workdir / "artifacts")]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job queue

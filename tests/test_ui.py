@@ -125,22 +125,59 @@ def artifacts_dir(tmp_path) -> Path:
     return directory
 
 
+def drawn_svg(d: WebDriver) -> bool:
+    """Whether the page shows a decoded image (the artifact viewer's SVG)."""
+    return any(
+        d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img)
+        for img in d.find_elements(By.CSS_SELECTOR, 'img[src^="blob:"], img[src*="svg"]')
+    )
+
+
+def wait_for_image(d: WebDriver, what: str) -> None:
+    try:
+        WebDriverWait(d, WAIT_S, ignored_exceptions=[StaleElementReferenceException]).until(
+            drawn_svg
+        )
+    except TimeoutException:
+        pytest.fail(f"no decoded image for {what}:\n{page_text(d)[:3000]}")
+
+
+def click_link(d: WebDriver, href_end: str) -> None:
+    """Click the first link whose address ends with ``href_end``, once the page shows it."""
+    selector = f'a[href$="{href_end}"]'
+    try:
+        WebDriverWait(d, WAIT_S, ignored_exceptions=[StaleElementReferenceException]).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, selector)
+        )
+    except TimeoutException:
+        pytest.fail(f"no link to {href_end} at {d.current_url}:\n{page_text(d)[:3000]}")
+    click(d, d.find_elements(By.CSS_SELECTOR, selector)[0])
+
+
 @pytest.mark.slow
-def test_mlflow_ui_shows_sweep_parent_children_params_and_metrics(tmp_path, artifacts_dir):
+def test_a_newcomer_goes_from_the_home_page_to_a_sweeps_runs_plots_and_comparison(
+    tmp_path, artifacts_dir
+):
+    """The path a user walks after a sweep: ``mlflow ui --app-name lrexp``, the home page, the
+    experiment, the sweep's parent and children, a child's page and charts, the comparison of
+    the children, the parent's overlay plot and a child's loss curve. A screenshot at each step."""
     from mlflow.tracking import MlflowClient
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = "ui-sweep"
     proc = lrexp_sweep(
         tmp_path,
         "optimizer=sgd,adam",
         "train.epochs=2",
         "tracking.log_model=false",
         f"tracking.uri={store}",
-        "tracking.experiment=ui-sweep",
+        f"tracking.experiment={experiment}",
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.stdout.count(f"--app-name lrexp --backend-store-uri {store}") == 1, proc.stdout
     client = MlflowClient(store)
-    exp_id = client.get_experiment_by_name("ui-sweep").experiment_id
+    exp_id = client.get_experiment_by_name(experiment).experiment_id
+    assert f"/#/experiments/{exp_id}/runs?workflowType=machine_learning" in proc.stdout
     runs = client.search_runs([exp_id])
     (parent,) = [r for r in runs if r.data.tags.get("lrexp.sweep") == "true"]
     children = sorted(
@@ -148,10 +185,23 @@ def test_mlflow_ui_shows_sweep_parent_children_params_and_metrics(tmp_path, arti
         key=lambda r: r.data.params["optimizer.name"],
     )
     assert [r.data.params["optimizer.name"] for r in children] == ["adam", "sgd"]
+    shot = 0
 
-    with mlflow_server(store, tmp_path) as url, chromium() as d:
-        # 1. The runs table ("Model training" view): the parent, expanded to show its children.
-        d.get(f"{url}/#/experiments/{exp_id}/runs?workflowType=machine_learning")
+    def step(name: str) -> None:
+        nonlocal shot
+        shot += 1
+        screenshot(d, artifacts_dir, f"ui-{shot}-{name}.png")
+
+    with mlflow_server(store, tmp_path, app_name="lrexp") as url, chromium() as d:
+        # 1. The home page, as `mlflow ui` opens it: the experiment among the recent ones.
+        d.get(f"{url}/")
+        wait_for_text(d, "Recent Experiments", experiment)
+        close_assistant(d)
+        step("home")
+        click_link(d, f"#/experiments/{exp_id}")  # the home page's own link, no workflowType
+
+        # 2. One click lands on the runs table (the lrexp app's doing): the sweep's parent,
+        # collapsed, then expanded to show its children, the swept params and a metric added.
         wait_for_text(d, parent.info.run_name)
         close_assistant(d)
         assert run_links(d, parent.info.run_id)
@@ -159,7 +209,6 @@ def test_mlflow_ui_shows_sweep_parent_children_params_and_metrics(tmp_path, arti
         expand = d.find_element(By.CSS_SELECTOR, 'button[data-component-id*="runnamecellrenderer"]')
         click(d, expand)
         wait_for_text(d, *(r.info.run_name for r in children))
-        # Add the swept params and a metric as columns, as a user comparing the jobs would.
         click(d, d.find_element(By.XPATH, '//button[.//text()="Columns"]'))
         for column in COLUMNS:
             click(d, d.find_element(By.XPATH, f'//span[text()="{column}"]'))
@@ -168,46 +217,49 @@ def test_mlflow_ui_shows_sweep_parent_children_params_and_metrics(tmp_path, arti
             p, m = r.data.params, r.data.metrics
             wait_for_row(d, r.info.run_id, r.info.run_name, p["optimizer.name"], p["optimizer.lr"])
             assert repr(m["final_test_mse"]) in table_row_text(d, r.info.run_id)
-        screenshot(d, artifacts_dir, "mlflow-ui-sweep.png")
+        step("runs")
+        screenshot(d, artifacts_dir, "mlflow-ui-sweep.png")  # the README's picture
 
-        # 2. A child's page: its parent, its params and its metrics with their values.
+        # 3. A child's page, opened from the table: its name, parent, params and metrics.
         child = children[0]
-        d.get(
-            f"{url}/#/experiments/{exp_id}/runs/{child.info.run_id}?workflowType=machine_learning"
-        )
+        click(d, run_links(d, child.info.run_id)[0])
         text = wait_for_text(d, child.info.run_name, "Parent run", "optimizer.lr", "final_test_mse")
         assert parent.info.run_name[:40] in text
-        for key in ("optimizer.lr", "train.epochs", "data.noise"):
-            assert f"{key}\n{child.data.params[key]}" in text
-        for key in ("final_test_mse", "gap_theta", "theta_1"):
-            assert f"{key}\n{child.data.metrics[key]!r}" in text
-        screenshot(d, artifacts_dir, "mlflow-ui-child-run.png")
+        assert f"optimizer.lr\n{child.data.params['optimizer.lr']}" in text
+        assert f"final_test_mse\n{child.data.metrics['final_test_mse']!r}" in text
+        close_assistant(d)
+        step("run")
+        # ... and its charts: the "Model metrics" tab draws one chart per logged metric.
+        click(d, d.find_element(By.XPATH, '//*[@role="tab"][.//text()="Model metrics"]'))
+        wait_for_text(d, "final_test_mse")
+        WebDriverWait(d, WAIT_S).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot, canvas, svg.main-svg")
+        )
+        step("run-charts")
 
-        # 3. MLflow's comparison of the two jobs: params side by side.
+        # 4. MLflow's comparison of the two children: params side by side.
         ids = ",".join(f'"{r.info.run_id}"' for r in children)
         d.get(f'{url}/#/compare-runs?runs=[{ids}]&experiments=["{exp_id}"]')
         text = wait_for_text(d, "Comparing 2 Runs", *(r.info.run_name for r in children))
         lrs = " ".join(r.data.params["optimizer.lr"] for r in children)
         assert f"optimizer.lr {lrs}" in text
         assert "optimizer.name adam sgd" in text
-        screenshot(d, artifacts_dir, "mlflow-ui-compare.png")
+        step("compare")
 
-        # 4. A run's SVG figure in the artifact viewer: shown as an image, and decoded.
+        # 5. The sweep's overlay of its children's curves, in the parent's artifacts.
+        d.get(f"{url}/#/experiments/{exp_id}/runs/{parent.info.run_id}/artifacts/plots/overlay.svg")
+        wait_for_text(d, "overlay.svg")
+        wait_for_image(d, "the parent's plots/overlay.svg")
+        close_assistant(d)
+        step("overlay")
+
+        # 6. A child's loss curve (a fresh page load: a change of the address's #fragment alone
+        # kept the parent's artifact tree, which has no loss_curve.svg).
+        d.get("about:blank")
         d.get(
             f"{url}/#/experiments/{exp_id}/runs/{child.info.run_id}/artifacts/plots/loss_curve.svg"
-            "?workflowType=machine_learning"
         )
-
-        def drawn_svg(d: WebDriver) -> bool:
-            return any(
-                d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img)
-                for img in d.find_elements(By.CSS_SELECTOR, 'img[src^="blob:"], img[src*="svg"]')
-            )
-
-        try:
-            WebDriverWait(d, WAIT_S, ignored_exceptions=[StaleElementReferenceException]).until(
-                drawn_svg
-            )
-        except TimeoutException:
-            pytest.fail(f"no decoded image for loss_curve.svg:\n{page_text(d)[:3000]}")
-        screenshot(d, artifacts_dir, "mlflow-ui-svg-artifact.png")
+        wait_for_text(d, "loss_curve.svg")
+        wait_for_image(d, "a child's plots/loss_curve.svg")
+        close_assistant(d)
+        step("loss-curve")

@@ -148,7 +148,7 @@ class VmapLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         quiet_libraries()
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        log.info("Launching %d jobs as batched programs", len(job_overrides))
+        log.info("Launching %d jobs, batched", len(job_overrides))
         jobs, configs = [], []
         for idx, overrides in enumerate(job_overrides):
             num = initial_job_idx + idx

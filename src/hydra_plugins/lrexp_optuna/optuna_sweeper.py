@@ -92,6 +92,7 @@ class LrexpOptunaSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # its import set INFO: "A new study…"
         study = optuna.create_study(
             direction=self.direction, sampler=optuna.samplers.TPESampler(seed=self.seed)
         )

@@ -188,16 +188,18 @@ def run(
         outcome = conclude(p, fits, run_id)
         if run_id is not None:
             record.log_outputs(p, outcome, sweep)
-        raise_if_diverged(p, outcome)  # inside the run: it ends FAILED with this reason
-    print_summary(p, outcome)
+        raise_if_diverged(p, outcome, sweep)  # inside the run: it ends FAILED with this reason
+    print_summary(p, outcome, job_label(sweep, cfg, overrides))
     return outcome
 
 
-def raise_if_diverged(p: Prepared, outcome: Outcome) -> None:
-    """Print the summary and raise :class:`~lrexp.pipeline.outcome.Diverged` if a fold did."""
+def raise_if_diverged(p: Prepared, outcome: Outcome, sweep: SweepJob | None = None) -> None:
+    """Raise :class:`~lrexp.pipeline.outcome.Diverged` if a fold did, after the summary (a
+    sweep's job prints none: its error line says it diverged)."""
     error = outcome.diverged(p.checks.stable_lr)
     if error is not None:
-        print_summary(p, outcome)
+        if sweep is None:
+            print_summary(p, outcome)
         raise error
 
 
@@ -222,15 +224,25 @@ def skip_if_finished(p: Prepared, overrides: list[str], sweep: SweepJob | None) 
     return outcome
 
 
-def print_summary(p: Prepared, outcome: Outcome) -> None:
-    """Print the run's terminal summary, with the command that opens its store in the UI."""
+def print_summary(p: Prepared, outcome: Outcome, job: str | None = None) -> None:
+    """Print the run's terminal summary, with the command that opens its store in the UI.
+
+    A sweep's job (``job``: its number and name, ``#3 optimizer=adam``) prints one line: the
+    sweep prints its own summary, and the UI's command, once.
+    """
+    if job is not None:
+        print(job_line(job, outcome), flush=True)
+        return
     ui = None
     if outcome.run_id is not None:
+        from lrexp.tracking import client, ui_app
+
         uri = resolve_uri(p.cfg.tracking.uri, p.base_dir)
-        if uri.startswith("sqlite:///"):
-            ui = f"mlflow ui --backend-store-uri {uri}  (then http://127.0.0.1:5000)"
-        else:
-            ui = f"open {uri} in a browser"
+        try:
+            exp_id = client.calls().run_experiment_id(uri, outcome.run_id)
+        except Exception:  # the store went away: the home page still lists the experiment
+            exp_id = None
+        ui = ui_app.ui_hint(uri, exp_id).replace("\n", "\n" + " " * len("  open the UI: "))
     print(
         text.summary_text(
             title=p.title,
@@ -247,3 +259,18 @@ def print_summary(p: Prepared, outcome: Outcome) -> None:
         ),
         flush=True,
     )
+
+
+def job_line(job: str, outcome: Outcome) -> str:
+    """A sweep job's one line: its number and name, test MSE, whether it converged, its run."""
+    judged = outcome.verdict
+    state = "" if judged is None else ("  converged" if judged.converged else "  NOT converged")
+    run = "" if outcome.run_id is None else f"  (MLflow run {outcome.run_id})"
+    return f"  {job}: test MSE {outcome.objective:.6g}{state}{run}"
+
+
+def job_label(sweep: SweepJob | None, cfg: Config, overrides: list[str]) -> str | None:
+    """How a sweep's job is named in its one line (None: not a sweep's job)."""
+    if sweep is None:
+        return None
+    return f"#{sweep.job_num} {run_name(cfg, sweep.varying(overrides))}"

@@ -128,7 +128,8 @@ def run_jobs(jobs: list[Job], base_dir: str | Path, max_batch: int = 256) -> dic
         else:
             prepared.append((job, p))
     groups = batches(prepared, max_batch)
-    log.info("training %d jobs as %d batched programs", len(prepared), len(groups))
+    programs = f"{len(groups)} vectorized programs" if len(groups) > 1 else "one vectorized program"
+    log.info("training %d jobs as %s", len(prepared), programs)
     for members in groups:
         objectives.update(_log_jobs(members, train_batch(members), base_dir))
     return objectives
@@ -200,7 +201,7 @@ def _log_job(job: Job, p: Prepared, fits: list[fit.FitResult], base_dir) -> tupl
             if run_id is not None:  # trained already: its inputs go with its outputs
                 params, files = record.inputs(p, job.overrides)
                 record.log_outputs(p, outcome, context, params=params, files=files)
-            pipeline.raise_if_diverged(p, outcome)
+            pipeline.raise_if_diverged(p, outcome, context)
     except Diverged as e:
         log.error("job %d (%s) %s", job.num, ",".join(job.overrides), e)
         return math.inf, False

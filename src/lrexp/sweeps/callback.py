@@ -61,6 +61,13 @@ def job_context(job_num: int, uri: str, experiment: str) -> SweepJob | None:
     return SweepJob(os.environ[ENV_PARENT], os.environ[ENV_EXPERIMENT_ID], job_num, fixed)
 
 
+def ui_hint(uri: str, exp_id: str | None) -> str:
+    """The sweep's last lines: how to open its experiment's runs in the UI."""
+    from lrexp.tracking import ui_app  # no MLflow import: the launching process stays free of it
+
+    return "  open the UI: " + ui_app.ui_hint(uri, exp_id).replace("\n", "\n" + " " * 15)
+
+
 def record_bad_job(overrides: list[str], job: SweepJob, error: Exception) -> None:
     """Record a job whose input was bad as a FAILED child run carrying the reason."""
     tracking = client.calls()
@@ -156,6 +163,7 @@ class SweepCallback(Callback):
                 self.uri, self.exp_id, self.parent, best_model=best_model
             )
             print(summary, flush=True)
+            print(ui_hint(self.uri, self.exp_id), flush=True)
             tracking.stop_heartbeat(self.parent)
             tracking.end_run(self.uri, self.parent, "FINISHED")
         finally:

@@ -145,6 +145,9 @@ class Tracker(Channel):
     def run_status(self, uri: str, run_id: str) -> str:
         return self._call("run_status", uri, run_id)
 
+    def run_experiment_id(self, uri: str, run_id: str) -> str:
+        return self._call("run_experiment_id", uri, run_id)
+
 
 _current: Tracker | None = None  # the tracking process of this (CLI) process, once started
 _more: list[Tracker] = []  # a batched sweep's other tracking processes (see writers)

@@ -119,6 +119,8 @@ class TrackingCalls(Protocol):
 
     def run_status(self, uri: str, run_id: str) -> str: ...
 
+    def run_experiment_id(self, uri: str, run_id: str) -> str: ...
+
 
 CALLS = frozenset(n for n in vars(TrackingCalls) if not n.startswith("_"))
 PIPELINED = frozenset(n for n in CALLS if getattr(getattr(TrackingCalls, n), "pipelined", False))

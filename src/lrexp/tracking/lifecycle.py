@@ -10,12 +10,15 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.tracking import MlflowClient
 
 from lrexp.tracking import signals, store
+
+ARTIFACTS_DIR = "mlartifacts"  # beside a SQLite store; `mlflow server`'s own default destination
 
 
 def experiment_id(uri: str, name: str) -> str:
@@ -25,9 +28,27 @@ def experiment_id(uri: str, name: str) -> str:
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(name)
+        return create_experiment(uri, name)
     except mlflow.exceptions.MlflowException:  # created by another process meanwhile
         return client.get_experiment_by_name(name).experiment_id
+
+
+def create_experiment(uri: str, name: str) -> str:
+    """Create experiment ``name``; in a SQLite store, with its artifacts beside the store's file.
+
+    MLflow's default artifact root for a SQLite store is ``./mlruns``, relative to whichever
+    directory the process runs in: the artifacts would land apart from the store, wherever lrexp
+    was launched. Here they go to ``<store's directory>/mlartifacts/<experiment id>`` (the id is
+    known only once the experiment exists, so the store is given that root and names the folder).
+    A tracking server or another database keeps its own artifact root.
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return MlflowClient(uri).create_experiment(name)
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    root = Path(uri[len(prefix) :]).resolve().parent / ARTIFACTS_DIR
+    return SqlAlchemyStore(uri, root.as_uri()).create_experiment(name)
 
 
 HEARTBEAT_S = float(os.environ.get("LREXP_HEARTBEAT_S", "10"))  # seconds between heartbeats

@@ -2,7 +2,7 @@
 process: in the tracking process, or in the training process where there is none."""
 
 from lrexp.tracking.lifecycle import create_run, end_run, open_sweep, run, set_tags, stop_heartbeat
-from lrexp.tracking.reader import find_finished, run_status
+from lrexp.tracking.reader import find_finished, run_experiment_id, run_status
 from lrexp.tracking.sweep_summary import summarize as summarize_sweep
 from lrexp.tracking.writer import (
     active_run_id,
@@ -27,6 +27,7 @@ __all__ = [
     "log_params",
     "open_sweep",
     "run",
+    "run_experiment_id",
     "run_status",
     "set_tags",
     "stop_heartbeat",

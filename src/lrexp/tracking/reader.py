@@ -18,6 +18,11 @@ def run_status(uri: str, run_id: str) -> str:
     return MlflowClient(uri).get_run(run_id).info.status
 
 
+def run_experiment_id(uri: str, run_id: str) -> str:
+    """The id of the experiment a run is in (the UI's links name it)."""
+    return MlflowClient(uri).get_run(run_id).info.experiment_id
+
+
 def child_runs(uri: str, exp_id: str, parent_id: str) -> list[dict[str, Any]]:
     """The runs nested under ``parent_id``: id, name, status, params, metrics and tags of each."""
     runs = MlflowClient(uri).search_runs(

@@ -12,6 +12,9 @@ home page and clicks an experiment lands on its runs. A user who picks the GenAI
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from pathlib import Path
 
 WORKFLOW_KEY = "mlflow.workflowType_v1"  # the UI's own key (useLocalStorage, version 1)
@@ -20,6 +23,41 @@ SCRIPT = (
     f"localStorage.setItem('{WORKFLOW_KEY}',JSON.stringify('machine_learning'))}}catch(e){{}}"
     "</script>"
 )
+
+UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
+RUNS_VIEW = "runs?workflowType=machine_learning"  # the experiment page's runs table, this visit
+
+
+def mlflow_command() -> str:
+    """How to call this environment's ``mlflow``: plain where it is the one on PATH, else its path
+    (``.venv/bin/mlflow`` where the virtual environment is not activated)."""
+    mine = Path(sys.executable).parent / "mlflow"
+    if not mine.is_file():
+        return "mlflow"
+    found = shutil.which("mlflow")
+    if found is not None and Path(found).resolve() == mine.resolve():
+        return "mlflow"
+    relative = os.path.relpath(mine)
+    if relative.startswith(".."):
+        return str(mine)
+    return relative if os.sep in relative else os.path.join(".", relative)
+
+
+def runs_link(base_url: str, experiment_id: str | None) -> str:
+    """The page of an experiment's runs (the UI's home page where the experiment is unknown)."""
+    base = base_url.rstrip("/")
+    if experiment_id is None:
+        return base + "/"
+    return f"{base}/#/experiments/{experiment_id}/{RUNS_VIEW}"
+
+
+def ui_hint(uri: str, experiment_id: str | None) -> str:
+    """What to type to see the runs of ``uri`` in the UI, and the page to open; two lines for a
+    SQLite store (the command, then the link), one for a tracking server (the link)."""
+    if uri.startswith(("http://", "https://")):
+        return runs_link(uri, experiment_id)
+    command = f"{mlflow_command()} ui --app-name lrexp --backend-store-uri {uri}"
+    return f"{command}\nthen open {runs_link(UI_URL, experiment_id)}"
 
 
 def index_html(static_folder: str) -> str | None:
