@@ -86,9 +86,9 @@ def test_csv_data_with_relative_path(tmp_path, small_csv, store_uri, experiment)
     assert proc.returncode == 0, proc.stderr
     (run,) = runs_in(store_uri, experiment)
     assert run.data.params["data.features"] == "['a', 'b']"
-    assert abs(run.data.metrics["bias"] - 1.0) < 0.02
-    assert abs(run.data.metrics["theta_1"] - 2.0) < 0.02
-    assert abs(run.data.metrics["theta_2"] + 3.0) < 0.02
+    assert abs(run.data.metrics["model/bias"] - 1.0) < 0.02
+    assert abs(run.data.metrics["model/theta_1"] - 2.0) < 0.02
+    assert abs(run.data.metrics["model/theta_2"] + 3.0) < 0.02
 
 
 def test_tutorial_experiment_reports_cross_validation(tmp_path, store_uri, experiment):
@@ -103,7 +103,7 @@ def test_tutorial_experiment_reports_cross_validation(tmp_path, store_uri, exper
     (run,) = runs_in(store_uri, experiment)
     assert run.data.params["train.folds"] == "6"
     assert run.data.params["run.n_test"] == "60" and run.data.params["run.n_train"] == "300"
-    assert {f"fold_{k}/final_test_mse" for k in range(1, 7)} <= set(run.data.metrics)
+    assert {f"per_fold/fold_{k}/final_test_mse" for k in range(1, 7)} <= set(run.data.metrics)
 
 
 @pytest.mark.parametrize(

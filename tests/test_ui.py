@@ -179,7 +179,7 @@ def test_mlflow_ui_shows_sweep_parent_children_params_and_metrics(tmp_path, arti
         assert parent.info.run_name[:40] in text
         for key in ("optimizer.lr", "train.epochs", "data.noise"):
             assert f"{key}\n{child.data.params[key]}" in text
-        for key in ("final_test_mse", "gap_theta", "theta_1"):
+        for key in ("final_test_mse", "gap_theta", "model/theta_1"):
             assert f"{key}\n{child.data.metrics[key]!r}" in text
         screenshot(d, artifacts_dir, "mlflow-ui-child-run.png")
 
