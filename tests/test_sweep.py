@@ -109,6 +109,8 @@ def test_parent_carries_leaderboard_best_child_and_overlay(seed_sweep, tmp_path)
     assert parent.data.metrics["jobs_finished"] == 4 and parent.data.metrics["jobs_failed"] == 0
     svg = artifact_text(uri, parent.info.run_id, "plots/overlay.svg", tmp_path)
     assert svg.startswith("<svg") and svg.count("<polyline") == 2 * len(children)
+    assert "the sweep's runs: all 4" in svg  # 4 runs: each highlighted, in the legend
+    assert f"1. {best.info.run_name}  (test MSE" in svg
 
 
 def test_sweep_logs_the_model_of_its_best_child_only(tmp_path):

@@ -98,7 +98,7 @@ class Panel:
         xs = [x[np.isfinite(x)] for kind, x, *_ in self.items if kind != "hline"]
         ys = [y[self._ok(y)] for _, _, y, *_ in self.items]
         x = np.concatenate(xs) if xs else np.zeros(1)
-        y = np.concatenate(ys) if ys else np.zeros(1)
+        y = np.concatenate(ys) if ys else np.ones(1)  # an empty panel: any valid axis
         x, y = (x, y) if len(x) else (np.zeros(1), y)
         y = y if len(y) else np.ones(1)
         x0, x1, y0, y1 = float(x.min()), float(x.max()), float(y.min()), float(y.max())
