@@ -129,3 +129,36 @@ def test_unknown_key_fails_at_composition_naming_the_key(tmp_path):
     assert proc.returncode != 0
     assert "train.epoch" in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_help_lists_each_groups_options_and_no_internal_schema(tmp_path):
+    from importlib.resources import files
+
+    proc = lrexp_train(tmp_path, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "_schema" not in proc.stdout
+    listed = dict(
+        line.split(": ", 1)
+        for line in proc.stdout.split("== Configuration groups ==")[1]
+        .split("== Config ==")[0]
+        .splitlines()[2:]
+        if ": " in line
+    )
+    conf = files("lrexp.conf")
+    groups = {
+        d.name for d in conf.iterdir() if d.is_dir() and d.name not in ("hydra", "__pycache__")
+    }
+    assert set(listed) == groups
+    for group, shown in listed.items():
+        yamls = sorted(p.name[:-5] for p in (conf / group).iterdir() if p.name.endswith(".yaml"))
+        assert shown.split(", ") == yamls, group  # the template is kept in step with conf/
+
+
+def test_a_schema_chosen_as_an_option_is_refused_in_one_line_naming_the_options(tmp_path):
+    proc = lrexp_train(tmp_path, "optimizer=adam_schema")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "lrexp: error: optimizer=adam_schema: an internal schema, not an option; allowed: "
+        "adagrad, adam, adamw, lbfgs, lion, momentum, nesterov, rmsprop, sgd"
+    )
+    assert not (tmp_path / "mlflow.db").exists()
