@@ -87,9 +87,9 @@ def test_csv_data_with_relative_path(tmp_path, small_csv, store_uri, experiment)
     assert proc.returncode == 0, proc.stderr
     (run,) = runs_in(store_uri, experiment)
     assert run.data.params["data.features"] == "['a', 'b']"
-    assert abs(run.data.metrics["bias"] - 1.0) < 0.02
-    assert abs(run.data.metrics["theta_1"] - 2.0) < 0.02
-    assert abs(run.data.metrics["theta_2"] + 3.0) < 0.02
+    assert abs(run.data.metrics["model/bias"] - 1.0) < 0.02
+    assert abs(run.data.metrics["model/theta_1"] - 2.0) < 0.02
+    assert abs(run.data.metrics["model/theta_2"] + 3.0) < 0.02
 
 
 def test_tutorial_experiment_reports_cross_validation(tmp_path, store_uri, experiment):
@@ -104,7 +104,7 @@ def test_tutorial_experiment_reports_cross_validation(tmp_path, store_uri, exper
     (run,) = runs_in(store_uri, experiment)
     assert run.data.params["train.folds"] == "6"
     assert run.data.params["run.n_test"] == "60" and run.data.params["run.n_train"] == "300"
-    assert {f"fold_{k}/final_test_mse" for k in range(1, 7)} <= set(run.data.metrics)
+    assert {f"per_fold/fold_{k}/final_test_mse" for k in range(1, 7)} <= set(run.data.metrics)
 
 
 @pytest.mark.parametrize(
@@ -129,4 +129,37 @@ def test_unknown_key_fails_at_composition_naming_the_key(tmp_path):
     proc = lrexp_train(tmp_path, "train.epoch=3")
     assert proc.returncode != 0
     assert "train.epoch" in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_help_lists_each_groups_options_and_no_internal_schema(tmp_path):
+    from importlib.resources import files
+
+    proc = lrexp_train(tmp_path, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "_schema" not in proc.stdout
+    listed = dict(
+        line.split(": ", 1)
+        for line in proc.stdout.split("== Configuration groups ==")[1]
+        .split("== Config ==")[0]
+        .splitlines()[2:]
+        if ": " in line
+    )
+    conf = files("lrexp.conf")
+    groups = {
+        d.name for d in conf.iterdir() if d.is_dir() and d.name not in ("hydra", "__pycache__")
+    }
+    assert set(listed) == groups
+    for group, shown in listed.items():
+        yamls = sorted(p.name[:-5] for p in (conf / group).iterdir() if p.name.endswith(".yaml"))
+        assert shown.split(", ") == yamls, group  # the template is kept in step with conf/
+
+
+def test_a_schema_chosen_as_an_option_is_refused_in_one_line_naming_the_options(tmp_path):
+    proc = lrexp_train(tmp_path, "optimizer=adam_schema")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "lrexp: error: optimizer=adam_schema: an internal schema, not an option; allowed: "
+        "adagrad, adam, adamw, lbfgs, lion, momentum, nesterov, rmsprop, sgd"
+    )
     assert not (tmp_path / "mlflow.db").exists()

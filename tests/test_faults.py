@@ -101,7 +101,7 @@ def test_signal_ends_the_run_killed_with_its_partial_curve(tmp_path, sig, reason
     run = only_run(uri, exp)
     assert run.info.status == "KILLED"
     assert run.data.tags["lrexp.failure_reason"].startswith(reason)
-    curve = MlflowClient(uri).get_metric_history(run.info.run_id, "train_mse")
+    curve = MlflowClient(uri).get_metric_history(run.info.run_id, "loss/train_mse")
     steps = sorted(m.step for m in curve)
     assert 2 <= len(curve) <= 1000  # the curve up to the interruption, sampled if long
     assert steps[0] == 0 and steps[-1] < 2_000_000  # it stops where training stopped
@@ -133,7 +133,7 @@ def test_sigterm_in_the_middle_of_a_long_epoch_stops_the_run_inside_that_epoch(t
     run = only_run(uri, exp)
     assert run.info.status == "KILLED", run.data.tags.get("lrexp.failure_reason")
     assert run.data.tags["lrexp.failure_reason"].startswith("terminated (SIGTERM)")
-    curve = MlflowClient(uri).get_metric_history(run.info.run_id, "train_mse")
+    curve = MlflowClient(uri).get_metric_history(run.info.run_id, "loss/train_mse")
     assert [m.step for m in curve] == [0]  # stopped inside epoch 1: only the starting point
 
 
@@ -217,7 +217,7 @@ def test_divergence_fails_the_run_at_its_step_keeping_the_last_finite_theta(stor
     client = MlflowClient(store_uri)
     values = [
         m.value
-        for key in ("train_mse", "bias", "theta_1", "grad_norm")
+        for key in ("loss/train_mse", "model/bias", "model/theta_1", "optimizer/grad_norm")
         for m in client.get_metric_history(run.info.run_id, key)
     ]
     assert values and all(math.isfinite(v) for v in values)  # no inf or NaN was written

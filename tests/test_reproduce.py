@@ -221,3 +221,51 @@ def test_an_unknown_run_id_is_refused(logged, capsys):
     assert reproduce.main(["f" * 32, "--uri", logged.uri]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line == f"lrexp: error: {'f' * 32}: no such run in {logged.uri}"
+
+
+# --- a diverged original ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def diverged(logged) -> tuple[str, dict, int]:
+    """A run that diverged (FAILED, ``diverged_step`` logged): its id, logged config and step."""
+    name = MlflowClient(logged.uri).get_experiment(logged.experiment_id).name
+    overrides = [f"tracking.uri={logged.uri}", f"tracking.experiment={name}", *SMALL]
+    overrides += ["optimizer=sgd", "optimizer.lr=0.5"]
+    with pytest.raises(pipeline.Diverged):
+        pipeline.run(typed_config(*overrides), base_dir=logged.base_dir, overrides=overrides)
+    client = MlflowClient(logged.uri)
+    (run,) = client.search_runs([logged.experiment_id], "attributes.status = 'FAILED'")
+    local = client.download_artifacts(run.info.run_id, "config/config.yaml", str(logged.base_dir))
+    cfg = yaml.safe_load(Path(local).read_text())
+    return run.info.run_id, cfg, int(run.data.metrics["diverged_step"])
+
+
+def test_a_diverged_run_reproduces_as_diverged_at_the_same_step_as_a_subprocess(logged, diverged):
+    run_id, _, step = diverged
+    proc = subprocess.run(
+        [sys.executable, "-m", "lrexp.reproduce", run_id, "--uri", logged.uri, "--no-track"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+    assert proc.stdout.splitlines()[-1] == f"diverged at the same step ({step}): matches"
+
+
+def test_a_divergence_at_another_step_differs_with_exit_status_1(logged, diverged, capsys):
+    _, cfg, step = diverged
+    copy_id = logged_copy(logged, cfg)
+    MlflowClient(logged.uri).log_metric(copy_id, "diverged_step", step + 7)
+    assert reproduce.main([copy_id, "--uri", logged.uri, "--no-track"]) == 1
+    last = capsys.readouterr().out.splitlines()[-1]
+    then = f"the original diverged at step {step + 7}"
+    assert last == f"differs: the reproduction diverged at step {step}; {then}"
+
+
+def test_a_reproduction_that_diverges_where_the_original_did_not_differs(logged, diverged, capsys):
+    _, cfg, step = diverged
+    assert reproduce.main([logged_copy(logged, cfg), "--uri", logged.uri, "--no-track"]) == 1
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert (
+        last == f"differs: the reproduction diverged at step {step}; the original did not diverge"
+    )

@@ -31,6 +31,8 @@ SWEEPS = {
     "again": [*FULL, "hydra.sweeper.seed=7", "tracking.enabled=false"],
     # lrexp rejects momentum >= 1: every job fails, and returns NaN
     "failing": [*SEARCH, "hydra.sweeper.n_trials=2", "optimizer.momentum=interval(1.0, 2.0)"],
+    # every lr far above the stable one: each job diverges (its run FAILED, its value inf)
+    "diverging": [*SEARCH, "hydra.sweeper.n_trials=2", "optimizer.lr=interval(5.0, 10.0)"],
     # a searched key that the optimizer does not have
     "unknown_key": [*SEARCH, "tracking.enabled=false", "optimizer.lrr=interval(0.1, 0.2)"],
     # sgd has no momentum, which the preset searches
@@ -170,6 +172,16 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(sweeps):
     children = sweep.children()
     assert len(children) == 2 and all(c.info.status == "FAILED" for c in children)
     assert all("optimizer.momentum" in c.data.tags["lrexp.failure_reason"] for c in children)
+    results = sweep.results()
+    assert results["n_failed"] == 2 and results["best_value"] is None
+
+
+def test_diverged_trials_count_as_failed_as_the_sweeps_summary_counts_them(sweeps):
+    sweep = sweeps["diverging"]
+    assert sweep.returncode == 0, sweep.stderr
+    children = sweep.children()
+    assert len(children) == 2 and all(c.info.status == "FAILED" for c in children)
+    assert "2 failed" in sweep.stdout  # the sweep's summary
     results = sweep.results()
     assert results["n_failed"] == 2 and results["best_value"] is None
 

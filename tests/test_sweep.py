@@ -109,6 +109,8 @@ def test_parent_carries_leaderboard_best_child_and_overlay(seed_sweep, tmp_path)
     assert parent.data.metrics["jobs_finished"] == 4 and parent.data.metrics["jobs_failed"] == 0
     svg = artifact_text(uri, parent.info.run_id, "plots/overlay.svg", tmp_path)
     assert svg.startswith("<svg") and svg.count("<polyline") == 2 * len(children)
+    assert "the sweep's runs: all 4" in svg  # 4 runs: each highlighted, in the legend
+    assert f"1. {best.info.run_name}  (test MSE" in svg
 
 
 def test_sweep_logs_the_model_of_its_best_child_only(tmp_path):
@@ -214,7 +216,7 @@ def test_vmap_sweep_records_good_bad_and_diverged_jobs_each_as_its_own_child(
     for good in ("0.01", "0.003", "0.02"):
         run = children[f"optimizer.lr={good}"]
         assert run.info.status == "FINISHED", statuses
-        assert len(MlflowClient(uri).get_metric_history(run.info.run_id, "test_mse")) == 4
+        assert len(MlflowClient(uri).get_metric_history(run.info.run_id, "loss/test_mse")) == 4
         assert run.data.params["optimizer.lr"] == str(float(good))
         lines = [x for x in proc.stdout.splitlines() if x.lstrip().startswith("#")]
         assert any(f"optimizer.lr={good}," in x and "test MSE" in x for x in lines), lines
@@ -256,13 +258,20 @@ def test_vmap_launcher_results_equal_one_job_at_a_time(tmp_path):
     _, basic = sweep_runs(uri, "basic")
     _, batched = sweep_runs(uri, "vmap")
     assert set(batched) == set(basic) and len(basic) == 8
-    keys = ["final_train_mse", "final_test_mse", "bias", "theta_1", "theta_5", "epochs_run"]
+    keys = [
+        "final_train_mse",
+        "final_test_mse",
+        "model/bias",
+        "model/theta_1",
+        "model/theta_5",
+        "epochs_run",
+    ]
     for name, run in basic.items():
         for key in keys:
             assert batched[name].data.metrics[key] == pytest.approx(
                 run.data.metrics[key], rel=1e-5, abs=1e-6
             ), (name, key)
-        history = MlflowClient(uri).get_metric_history(batched[name].info.run_id, "test_mse")
+        history = MlflowClient(uri).get_metric_history(batched[name].info.run_id, "loss/test_mse")
         assert len(history) == 4  # its own curve: epochs 0..3
 
 

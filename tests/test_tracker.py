@@ -73,7 +73,7 @@ def test_tracked_from_the_tracking_process_curves_theta_and_dataset_are_identica
 ):
     here, away = both
     client = MlflowClient(store_uri)
-    for key in ("train_mse", "test_mse", "theta_1"):
+    for key in ("loss/train_mse", "loss/test_mse", "model/theta_1"):
         curves = [
             [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
             for r in (here, away)

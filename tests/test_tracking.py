@@ -33,6 +33,14 @@ from lrexp import pipeline
 from lrexp.core.data import DataError
 
 CURVES = ["train_mse", "test_mse", "train_tsse", "lr", "grad_norm"]
+# Their MLflow keys: sectioned so the run page leads with the loss (see tracking.metric_names).
+KEY = {
+    "train_mse": "loss/train_mse",
+    "test_mse": "loss/test_mse",
+    "train_tsse": "loss/train_tsse",
+    "lr": "optimizer/lr",
+    "grad_norm": "optimizer/grad_norm",
+}
 CURVES_ORDER = ["train_tsse", "train_mse", "test_mse", "lr", "grad_norm"]  # history.csv's columns
 
 
@@ -346,7 +354,7 @@ def test_history_csv_has_every_curve_at_every_epoch(adam_run, client, tmp_path):
 @pytest.mark.parametrize("key", CURVES)
 def test_curve_metric_has_one_point_per_epoch_equal_to_the_history(adam_run, client, key):
     fold = adam_run.outcome.folds[0]
-    steps, values = _history(client, adam_run.outcome.run_id, key)
+    steps, values = _history(client, adam_run.outcome.run_id, KEY[key])
     assert steps == list(range(fold.fit.epochs_run + 1))
     np.testing.assert_allclose(values, getattr(fold.fit.history, key), rtol=1e-6)
 
@@ -355,7 +363,7 @@ def test_theta_metrics_trace_the_trajectory_and_end_at_theta(adam_run, client):
     out = adam_run.outcome
     fold = out.folds[0]
     for j, name in enumerate(out.names):
-        steps, values = _history(client, out.run_id, name)
+        steps, values = _history(client, out.run_id, f"model/{name}")
         assert steps == list(range(fold.fit.epochs_run + 1)), name
         np.testing.assert_allclose(values, fold.trajectory[:, j], rtol=1e-6, err_msg=name)
         np.testing.assert_allclose(values[-1], out.theta[j], rtol=1e-6, err_msg=name)
@@ -391,8 +399,8 @@ def test_summary_values_that_are_none_are_not_logged(adam_run):
 
 def test_min_mse_and_best_epoch_agree_with_the_logged_curves(adam_run, client):
     metrics, run_id = adam_run.run.data.metrics, adam_run.outcome.run_id
-    _, train_mse = _history(client, run_id, "train_mse")
-    _, test_mse = _history(client, run_id, "test_mse")
+    _, train_mse = _history(client, run_id, "loss/train_mse")
+    _, test_mse = _history(client, run_id, "loss/test_mse")
     assert metrics["min_train_mse"] == pytest.approx(train_mse.min(), rel=1e-6)
     assert metrics["min_test_mse"] == pytest.approx(test_mse.min(), rel=1e-6)
     assert metrics["best_epoch"] == int(np.argmin(test_mse))
@@ -411,15 +419,15 @@ def test_theta_gaps_agree_with_the_logged_thetas(adam_run, client, tmp_path):
 def test_cv_run_logs_per_fold_summaries_for_every_fold(cv_run):
     metrics, summary = cv_run.run.data.metrics, cv_run.outcome.summary
     for k in range(1, 7):
-        key = f"fold_{k}/final_test_mse"
-        assert metrics[key] == pytest.approx(summary[key], rel=1e-9)
+        key = f"per_fold/fold_{k}/final_test_mse"
+        assert metrics[key] == pytest.approx(summary[f"fold_{k}/final_test_mse"], rel=1e-9)
         assert metrics[key] == pytest.approx(cv_run.outcome.folds[k - 1].test["mse"], rel=1e-9)
-    assert not any(k.startswith("fold_7/") for k in metrics)
+    assert not any(k.startswith(("per_fold/fold_7/", "fold_")) for k in metrics)
 
 
 def test_cv_mean_and_std_are_over_the_per_fold_test_mses(cv_run):
     metrics = cv_run.run.data.metrics
-    per_fold = np.array([metrics[f"fold_{k}/final_test_mse"] for k in range(1, 7)])
+    per_fold = np.array([metrics[f"per_fold/fold_{k}/final_test_mse"] for k in range(1, 7)])
     assert metrics["cv_test_mse_mean"] == pytest.approx(per_fold.mean(), rel=1e-9)
     assert metrics["cv_test_mse_std"] == pytest.approx(per_fold.std(ddof=1), rel=1e-9)
 
@@ -428,20 +436,20 @@ def test_cv_run_logs_each_folds_curves(cv_run, client):
     out = cv_run.outcome
     for k, fold in enumerate(out.folds, start=1):
         for key in CURVES:
-            steps, values = _history(client, out.run_id, f"fold_{k}/{key}")
+            steps, values = _history(client, out.run_id, f"per_fold/fold_{k}/{KEY[key]}")
             assert steps == list(range(fold.fit.epochs_run + 1)), (k, key)
             np.testing.assert_allclose(
                 values, getattr(fold.fit.history, key), rtol=1e-6, err_msg=f"fold_{k}/{key}"
             )
         for j, name in enumerate(out.names):
-            _, values = _history(client, out.run_id, f"fold_{k}/{name}")
+            _, values = _history(client, out.run_id, f"per_fold/fold_{k}/model/{name}")
             np.testing.assert_allclose(values, fold.trajectory[:, j], rtol=1e-6)
 
 
 def test_cv_unprefixed_curve_is_the_mean_of_the_fold_curves(cv_run, client):
     out = cv_run.outcome
     assert len({f.fit.epochs_run for f in out.folds}) == 1  # tol is off: all folds run 3 epochs
-    _, values = _history(client, out.run_id, "train_mse")
+    _, values = _history(client, out.run_id, "loss/train_mse")
     folds = np.array([f.fit.history.train_mse for f in out.folds], dtype=np.float64)
     np.testing.assert_allclose(values, folds.mean(axis=0), rtol=1e-6)
 
@@ -575,7 +583,7 @@ def test_a_long_curve_is_sampled_with_its_first_best_and_last_epochs(store_uri, 
     outcome = pipeline.run(cfg)
     client = MlflowClient(store_uri)
     history = outcome.folds[0].fit.history
-    for key in ("train_mse", "test_mse", "bias"):
+    for key in ("loss/train_mse", "loss/test_mse", "model/bias"):
         logged = sorted(client.get_metric_history(outcome.run_id, key), key=lambda m: m.step)
         steps = [m.step for m in logged]
         assert len(steps) <= 50 and steps == sorted(set(steps))
@@ -583,9 +591,10 @@ def test_a_long_curve_is_sampled_with_its_first_best_and_last_epochs(store_uri, 
         assert (
             int(np.argmin(history.test_mse)) in steps and int(np.argmin(history.train_mse)) in steps
         )
-        if key != "bias":
+        if key != "model/bias":
+            curve = getattr(history, key.removeprefix("loss/"))
             for m in logged:  # each sampled point is the value of the epoch it is logged at
-                assert m.value == pytest.approx(float(getattr(history, key)[m.step]), rel=1e-6)
+                assert m.value == pytest.approx(float(curve[m.step]), rel=1e-6)
     table = pd.read_csv(client.download_artifacts(outcome.run_id, "history.csv"))
     assert len(table) == 2501  # the full resolution is in the artifact
 

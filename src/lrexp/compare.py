@@ -3,9 +3,11 @@
 python -m lrexp.compare                               # the runs of experiment lrexp, best first
 python -m lrexp.compare --sweep <parent run id>       # the runs of one sweep
 python -m lrexp.compare --sort gap_theta --top 5 --plot best.png
+python -m lrexp.compare --all                         # failed and diverged runs ranked too
 
 The table shows only the params whose values differ between the listed runs (``--all-columns``
-shows them all): what is left is what the runs were compared on.
+shows them all, ``--columns`` picks them), wrapped to the terminal's width: what is left is what
+the runs were compared on. Failed and diverged runs are listed apart, below, with their reason.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from lrexp.report.table import left_out_lines, text_table
 
 KEY_METRICS = ("final_train_mse", "final_test_mse", "gap_theta", "excess_train_mse")
 CONVERGED = "lrexp.converged"  # the tag each run's verdict sets: true, false (absent: not judged)
@@ -55,11 +61,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--all-columns", action="store_true", help="show every param, not only those that differ"
     )
+    p.add_argument(
+        "--columns",
+        metavar="KEYS",
+        type=lambda text: [k.strip() for k in text.split(",") if k.strip()],
+        help="comma-separated params or metrics to show (instead of the params that differ)",
+    )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="rank and plot failed and diverged runs too (default: listed apart, below)",
+    )
+    p.add_argument(
+        "--highlight",
+        type=_positive,
+        default=5,
+        metavar="K",
+        help="runs drawn in colour in the overlay, with a legend (default 5; the rest grey)",
+    )
     return p.parse_args(argv)
 
 
-def select_runs(uri: str, experiment: str, sweep: str | None) -> tuple[list[dict], str]:
-    """The runs to compare (a sweep's children, or an experiment's runs but sweep parents)."""
+def select_runs(uri: str, experiment: str, sweep: str | None) -> tuple[list[dict], str, int]:
+    """The runs to compare (a sweep's children, or an experiment's runs but sweep parents), a
+    name for them, and how many skipped runs were left out (their original run is gone)."""
     from lrexp.tracking import reader
 
     exp_id = reader.find_experiment(uri, experiment)
@@ -70,7 +95,8 @@ def select_runs(uri: str, experiment: str, sweep: str | None) -> tuple[list[dict
                 f"--experiment={experiment!r}: no such experiment; there are: {names}"
             )
         runs = [r for r in reader.runs_of(uri, exp_id) if r["tags"].get("lrexp.sweep") != "true"]
-        return runs, f"experiment {experiment!r}"
+        runs, orphans = with_original_params(uri, runs)
+        return runs, f"experiment {experiment!r}", orphans
     parent = reader.find_run(uri, sweep)
     if parent is None or parent["tags"].get("lrexp.sweep") != "true":
         sweeps = [] if exp_id is None else reader.runs_of(uri, exp_id)
@@ -80,7 +106,30 @@ def select_runs(uri: str, experiment: str, sweep: str | None) -> tuple[list[dict
             f"--sweep={sweep}: {what}; sweeps in experiment {experiment!r}: "
             + (", ".join(ids[:20]) or "none")
         )
-    return reader.child_runs(uri, parent["experiment_id"], sweep), f"sweep {sweep}"
+    runs = reader.child_runs(uri, parent["experiment_id"], sweep)
+    runs, orphans = with_original_params(uri, runs)
+    return runs, f"sweep {sweep}", orphans
+
+
+SKIPPED_FOR = "lrexp.skipped_for"  # the tag of a run skipped for an identical FINISHED run
+
+
+def with_original_params(uri: str, runs: list[dict]) -> tuple[list[dict], int]:
+    """Runs skipped by ``tracking.skip_finished`` (metrics, no params) given the params of the
+    run they point to; those whose original is gone are left out, and counted."""
+    from lrexp.tracking import reader
+
+    by_id = {r["run_id"]: r for r in runs}
+    out = []
+    for r in runs:
+        original_id = r["tags"].get(SKIPPED_FOR)
+        if original_id is None or r["params"]:
+            out.append(r)
+            continue
+        original = by_id.get(original_id) or reader.find_run(uri, original_id)
+        if original is not None:
+            out.append({**r, "params": original["params"]})
+    return out, len(runs) - len(out)
 
 
 def sort_value(run: dict, metric: str | None) -> float:
@@ -98,13 +147,21 @@ def rank(runs: list[dict], metric: str | None, *, descending: bool = False) -> l
     return sorted(have, key=lambda r: sort_value(r, metric), reverse=descending) + lack
 
 
-def table(runs: list[dict], metric: str | None, *, all_columns: bool = False) -> pd.DataFrame:
+def table(
+    runs: list[dict],
+    metric: str | None,
+    *,
+    all_columns: bool = False,
+    columns: list[str] | None = None,
+) -> pd.DataFrame:
     """One row per run: name, status, sort metric, key metrics, whether it converged, the params
-    that differ, run id."""
+    that differ (or every param, or ``columns``: params or metrics), run id."""
     label = metric or OBJECTIVE
     metrics = [label, *(k for k in KEY_METRICS if k != label)]
     keys = sorted({k for r in runs for k in r["params"]})
-    if not all_columns:
+    if columns is not None:
+        keys = [k for k in columns if k not in metrics]
+    elif not all_columns:
         keys = [k for k in keys if len({r["params"].get(k) for r in runs}) > 1]
     rows: list[dict[str, Any]] = [
         {
@@ -113,7 +170,7 @@ def table(runs: list[dict], metric: str | None, *, all_columns: bool = False) ->
             label: sort_value(r, metric),
             **{k: r["metrics"].get(k, math.nan) for k in metrics[1:]},
             "converged": r["tags"].get(CONVERGED),
-            **{k: r["params"].get(k) for k in keys},
+            **{k: r["params"].get(k, r["metrics"].get(k)) for k in keys},
             "run_id": r["run_id"],
         }
         for r in runs
@@ -121,63 +178,42 @@ def table(runs: list[dict], metric: str | None, *, all_columns: bool = False) ->
     return pd.DataFrame(rows, columns=["run", "status", *metrics, "converged", *keys, "run_id"])
 
 
-def text_table(frame: pd.DataFrame) -> str:
-    """The table as text: numbers to 6 significant digits, run names aligned left."""
-    width = max(3, *(len(str(name)) for name in frame["run"]))
-    frame = frame.rename(columns={"run": "run".ljust(width)})
-    return frame.to_string(
-        index=False,
-        float_format=lambda v: f"{v:.6g}",
-        na_rep="—",
-        formatters={"run".ljust(width): lambda s: f"{s:<{width}}"},
-    )
-
-
-def write_overlay(uri: str, runs: list[dict], path: Path, title: str) -> int:
-    """Plot the train and test MSE curves of ``runs`` into one PNG; return how many were drawn.
+def write_overlay(uri: str, runs: list[dict], path: Path, title: str, highlight: int = 5) -> int:
+    """Plot the train and test MSE curves of ``runs`` (best first) into one PNG: the best
+    ``highlight`` in colour with a legend below, the rest grey; return how many were drawn.
 
     A path ending in ``.svg`` gets lrexp's own SVG (no matplotlib needed).
     """
-    from lrexp.tracking import reader
-    from lrexp.tracking.sweep_summary import MAX_OVERLAY
+    from lrexp.report import plots, png
+    from lrexp.tracking.sweep_summary import MAX_OVERLAY, overlay_curves
 
     names = [r["name"] for r in runs]
-    curves = {}
-    for r in runs[:MAX_OVERLAY]:
-        label = r["name"] if names.count(r["name"]) == 1 else f"{r['name']} ({r['run_id'][:8]})"
-        train = reader.metric_curve(uri, r["run_id"], "train_mse")
-        test = reader.metric_curve(uri, r["run_id"], "test_mse")
-        if len(train[0]) or len(test[0]):
-            curves[label] = (train, test)
+    labels = [
+        (r["name"] if names.count(r["name"]) == 1 else f"{r['name']} ({r['run_id'][:8]})", r)
+        for r in runs[:MAX_OVERLAY]
+    ]
+    curves = overlay_curves(uri, [(label, r["run_id"]) for label, r in labels])
+    scores = {label: sort_value(r, None) for label, r in labels}
     if curves:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix.lower() == ".svg":
-            from lrexp.report import plots
-
-            path.write_text(plots.overlay(curves, title=title), encoding="utf-8")
+            svg = plots.overlay(curves, title, scores=scores, total=len(runs), highlight=highlight)
+            path.write_text(svg, encoding="utf-8")
         else:
-            _overlay_png(curves, title, path)
+            heading = plots.overlay_title(title, len(curves), len(runs), highlight)
+            png.overlay(curves, scores, heading, highlight, path)
     return len(curves)
 
 
-def _overlay_png(curves: dict, title: str, path: Path) -> None:
-    """The overlay drawn with matplotlib (imported only here: it takes half a second)."""
-    from matplotlib.figure import Figure
+def apart(runs: list[dict], include: bool) -> tuple[list[dict], list[tuple[dict, str]]]:
+    """The runs to rank and plot, and those left out (with ``include`` none) with their reason:
+    failed, killed or diverged (see :func:`lrexp.tracking.sweep_summary.failure`)."""
+    from lrexp.tracking.sweep_summary import failure
 
-    fig = Figure(figsize=(12, 4.5), layout="constrained")
-    train, test = fig.subplots(1, 2, sharey=True)
-    for name, ((x_tr, tr), (x_te, te)) in curves.items():
-        (line,) = train.plot(x_tr, tr, lw=1)
-        test.plot(x_te, te, lw=1, color=line.get_color(), label=name)
-    for ax, which in ((train, "train"), (test, "test")):
-        ax.set_yscale("log")
-        ax.set_xlabel("epoch")
-        ax.set_title(f"{which} MSE")
-        ax.grid(True, which="both", alpha=0.3)
-    if len(curves) <= 12:
-        test.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.savefig(path, format="png", dpi=120)
+    if include:
+        return runs, []
+    reasons = [(r, failure(r)) for r in runs]
+    return [r for r, why in reasons if why is None], [(r, w) for r, w in reasons if w is not None]
 
 
 def compare(args: argparse.Namespace) -> str:
@@ -187,7 +223,7 @@ def compare(args: argparse.Namespace) -> str:
     uri = store.resolve_uri(args.uri, os.getcwd())
     if (missing := store.missing_store(uri)) is not None:
         raise CompareError(f"--uri={args.uri}: no MLflow store at {missing}")
-    runs, source = select_runs(uri, args.experiment, args.sweep)
+    runs, source, orphans = select_runs(uri, args.experiment, args.sweep)
     if not runs:
         return f"lrexp compare: no runs in {source}"
     if args.sort is not None and all(math.isnan(sort_value(r, args.sort)) for r in runs):
@@ -196,29 +232,44 @@ def compare(args: argparse.Namespace) -> str:
             f"--sort={args.sort}: no run of {source} has this metric; "
             f"available: {', '.join(names) or 'none (no run logged metrics)'}"
         )
-    shown = rank(runs, args.sort, descending=args.desc)[: args.top]
-    frame = table(shown, args.sort, all_columns=args.all_columns)
+    healthy, left_out = apart(runs, args.all)
+    shown = rank(healthy, args.sort, descending=args.desc)[: args.top]
     order = "descending" if args.desc else "ascending"
     lines = [
         f"lrexp compare: {len(shown)} of {len(runs)} runs of {source}, "
-        f"by {args.sort or OBJECTIVE} ({order}; runs without it last)",
-        text_table(frame),
+        f"by {args.sort or OBJECTIVE} ({order}; runs without it last)"
     ]
-    if args.sort is None:
-        lines.append(f"{OBJECTIVE}: cv_test_mse_mean where a run has folds, else final_test_mse")
-    if (frame["converged"] == "false").any():
-        from lrexp.core.verdict import EXCESS_TOL, percent
-
-        lines.append(
-            f"converged=false: the train MSE is over {percent(EXCESS_TOL)} of var(y) above least "
-            "squares' (excess_train_mse), or it diverged; its lrexp.advice tag says what helps"
-        )
+    if shown:
+        frame = table(shown, args.sort, all_columns=args.all_columns, columns=args.columns)
+        lines.append(text_table(frame))
+        lines += notes(frame, args.sort)
+    lines += left_out_lines(left_out)
+    if orphans:
+        lines.append(f"{orphans} skipped runs left out: the run each was skipped for is gone")
     title = f"{len(shown)} runs of {source}"
-    drawn = write_overlay(uri, shown, Path(args.plot), title)
+    drawn = write_overlay(uri, shown, Path(args.plot), title, args.highlight) if shown else 0
     lines.append(
         f"overlay of {drawn} runs' MSE curves: {args.plot}" if drawn else "no curves to plot"
     )
-    return "\n".join(lines)
+    width = shutil.get_terminal_size().columns
+    return "\n".join(
+        x if "\n" in x else textwrap.fill(x, width, subsequent_indent="  ") for x in lines
+    )
+
+
+def notes(frame: pd.DataFrame, sort: str | None) -> list[str]:
+    """What the objective and ``converged=false`` mean, where the table shows them."""
+    out = []
+    if sort is None:
+        out.append(f"{OBJECTIVE}: cv_test_mse_mean where a run has folds, else final_test_mse")
+    if (frame["converged"] == "false").any():
+        from lrexp.core.verdict import EXCESS_TOL, percent
+
+        out.append(
+            f"converged=false: the train MSE is over {percent(EXCESS_TOL)} of var(y) above least "
+            "squares' (excess_train_mse), or it diverged; its lrexp.advice tag says what helps"
+        )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,6 +71,9 @@ def error(overrides: list[str]) -> str | None:
 
     from lrexp import config
 
+    if (schema := _schema_choice(overrides)) is not None:
+        return schema
+
     try:
         with initialize_config_module(version_base="1.3", config_module="lrexp.conf"):
             cfg = compose("config", overrides=overrides)
@@ -81,6 +84,25 @@ def error(overrides: list[str]) -> str | None:
         if type(e).__name__ == "MissingMandatoryValue":
             return None  # a required value (data.path=???): the run reports it, naming the key
         return _explain(e, overrides)
+    return None
+
+
+def options(group: str) -> list[str]:
+    """The options of a config group: its YAML files (its ``*_schema`` entries are internal)."""
+    from importlib.resources import files
+
+    folder = files("lrexp.conf") / group
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _schema_choice(overrides: list[str]) -> str | None:
+    """``optimizer=adam_schema`` refused: a schema, not an option (it leaves name '???')."""
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        if "." not in key and value.endswith("_schema"):
+            return f"{key}={value}: an internal schema, not an option; allowed: " + ", ".join(
+                options(key)
+            )
     return None
 
 

@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -138,7 +139,15 @@ def reproduce(args: argparse.Namespace) -> int:
     print(f"lrexp reproduce: run {args.run_id} ({run['name']}, {run['status']})", flush=True)
     for line in code_warnings(run["tags"], provenance.tags(cfg.train.dtype)):
         print(line, flush=True)
-    outcome = train.run(cfg, base_dir=base_dir, overrides=overrides)
+    from lrexp.pipeline import Diverged
+
+    try:
+        outcome = train.run(cfg, base_dir=base_dir, overrides=overrides)
+    except Diverged as e:
+        return divergence_verdict(run, str(e))
+    if (then := diverged_at(run)) is not None:
+        print(f"θ differs: the original diverged at step {then[0]}, the reproduction did not")
+        return 1
     if outcome.run_id is not None:
         lifecycle.set_tags(uri, outcome.run_id, {"lrexp.reproduction_of": args.run_id})
     print(theta_report(outcome.names, logged, np.asarray(outcome.theta, dtype=np.float64)))
@@ -147,6 +156,36 @@ def reproduce(args: argparse.Namespace) -> int:
     same = logged.shape == outcome.theta.shape and np.allclose(outcome.theta, logged, RTOL, ATOL)
     print("θ matches" if same else "θ differs", flush=True)
     return 0 if same else 1
+
+
+def diverged_at(run: dict) -> tuple[int, int | None] | None:
+    """The step at which a logged run diverged, and the fold (None: a single split)."""
+    from lrexp.tracking import metric_names
+
+    metrics = run["metrics"]
+    for k in range(1, 1000):
+        step = metrics.get(metric_names.fold_key(k, "diverged_step"))
+        if step is not None:
+            return int(step), k
+        if metric_names.fold_key(k, "final_test_mse") not in metrics:
+            break
+    step = metrics.get("diverged_step")
+    return None if step is None else (int(step), None)
+
+
+def divergence_verdict(run: dict, error: str) -> int:
+    """A reproduction that diverged against the original: 0 if it diverged at the same step (and
+    fold), else 1, with one line saying which."""
+    m = re.match(r"diverged at step (\d+)(?: \(fold (\d+)\))?", error)
+    now = None if m is None else (int(m[1]), None if m[2] is None else int(m[2]))
+    then = diverged_at(run)
+    where = "" if now is None or now[1] is None else f" in fold {now[1]}"
+    if now is not None and now == then:
+        print(f"diverged at the same step ({now[0]}{where}): matches", flush=True)
+        return 0
+    was = "did not diverge" if then is None else f"diverged at step {then[0]}"
+    print(f"differs: the reproduction {error.split(':')[0]}{where}; the original {was}")
+    return 1
 
 
 def theta_report(names: list[str], logged: np.ndarray, now: np.ndarray) -> str:
@@ -161,7 +200,8 @@ def theta_report(names: list[str], logged: np.ndarray, now: np.ndarray) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Reproduce a run; return the exit status: 0 θ matches, 1 θ differs, 2 bad input."""
+    """Reproduce a run; return the exit status: 0 θ matches (or it diverged at the same step),
+    1 θ differs (or the reproduction failed), 2 bad input."""
     args = parse_args(argv)
     from lrexp.core.data import DataError
 
@@ -170,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ReproduceError, ConfigError, DataError) as e:
         print(f"lrexp: error: {e}", file=sys.stderr, flush=True)
         return 2
+    except Exception as e:  # the reproduction failed: one line, not a traceback
+        first = (str(e).splitlines() or [""])[0]
+        print(f"lrexp: error: reproducing failed: {type(e).__name__}: {first}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -144,7 +144,9 @@ class LrexpOptunaSweeper(Sweeper):
         log.info("lrexp_optuna: trial %d: %s; %s", last.number, value, best)
 
     def _write_results(self, study: Any, space: Any, sweep_dir: Path) -> None:
-        completed = [t for t in study.trials if t.values is not None]
+        # A diverged job returns inf (rankable, so the search goes on) but its run FAILED: it
+        # counts as failed here as in the sweep's summary, and is never the best.
+        completed = [t for t in study.trials if t.values is not None and math.isfinite(t.value)]
         results: dict[str, Any] = {
             "name": "lrexp_optuna",
             "direction": self.direction,
@@ -157,7 +159,8 @@ class LrexpOptunaSweeper(Sweeper):
             "best_overrides": None,
         }
         if completed:
-            best = study.best_trial
+            pick = min if self.direction == "minimize" else max
+            best = pick(completed, key=lambda t: t.value)
             results.update(
                 best_trial=best.number,
                 best_value=float(best.value),

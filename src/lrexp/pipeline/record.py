@@ -22,7 +22,7 @@ from lrexp.core import data, results
 from lrexp.core.verdict import Verdict
 from lrexp.pipeline import provenance
 from lrexp.report import plots
-from lrexp.tracking import client, store
+from lrexp.tracking import client, metric_names, store
 
 if TYPE_CHECKING:
     from lrexp.pipeline.job import SweepJob
@@ -188,11 +188,14 @@ def log_curves(
 ) -> None:
     """Curves at their epochs, sampled to ``max_points`` each, the summary scalars (linked to
     the logged model, where there is one), ``params`` and ``tags``, in as few requests as MLflow
-    allows."""
+    allows; under the MLflow keys of :mod:`lrexp.tracking.metric_names` (``loss/train_mse``…)."""
     tracking = client.calls()
     steps = sample_steps(curves, max_points)
     # A fold that stopped early has a shorter curve: it takes the sampled epochs it reached.
-    sampled = {k: np.asarray(v)[steps[steps < len(v)]] for k, v in curves.items()}
+    sampled = {
+        metric_names.curve_key(k): np.asarray(v)[steps[steps < len(v)]] for k, v in curves.items()
+    }
+    scalars = {metric_names.summary_key(k): v for k, v in scalars.items()}
     tracking.log_batch(
         run_id, curves=sampled, steps=steps, scalars=scalars, params=params, tags=tags,
         model_id=model_id,

@@ -3,9 +3,11 @@ several runs' curves overlaid (drawn with :mod:`lrexp.report.svg`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
-from lrexp.report.svg import BLUE, ORANGE, PALETTE, Panel, figure
+from lrexp.report.svg import BLUE, GREY, ORANGE, PALETTE, Panel, figure
 
 
 def loss_curve(curves: dict[str, np.ndarray], optimal_mse: float, folds: int, title: str) -> str:
@@ -47,15 +49,52 @@ def fitted_vs_actual(
 Curve = tuple[np.ndarray, np.ndarray]  # (epochs, values)
 
 
-def overlay(curves: dict[str, tuple[Curve, Curve]], title: str) -> str:
-    """Train and test MSE per epoch of several runs, one colour per run, on a log scale.
+HIGHLIGHT = 5  # runs drawn in colour, with a legend; the others thin grey behind them
 
-    ``curves`` maps a run's name to its (epochs, values) of train and of test MSE.
+
+def overlay_title(what: str, drawn: int, total: int | None, highlight: int) -> str:
+    """``what``, and honestly how many runs are highlighted, drawn and left out."""
+    total = drawn if total is None else total
+    k = min(highlight, drawn)
+    shown = f"all {drawn}" if drawn <= k else f"best {k} of {total} highlighted"
+    if k < drawn < total:
+        shown += f", {drawn} drawn"
+    return f"{what}: {shown}"
+
+
+def overlay(
+    curves: dict[str, tuple[Curve, Curve]],
+    title: str,
+    *,
+    scores: Mapping[str, float] = {},
+    total: int | None = None,
+    highlight: int = HIGHLIGHT,
+    left_out: int = 0,
+) -> str:
+    """Train and test MSE per epoch of several runs, best first, on a log scale: the best
+    ``highlight`` in distinct colours with a legend (name and ``scores``, the test MSE), the
+    rest thin grey behind them.
+
+    ``curves`` maps a run's name to its (epochs, values) of train and of test MSE, best first;
+    ``total`` is how many runs there were (``curves`` may hold the best of them), ``left_out``
+    how many failed or diverged runs were left out (named in the legend).
     """
     train = Panel(title="train MSE", xlabel="epoch", ylabel="MSE", ylog=True, epochs=True)
     test = Panel(title="test MSE", xlabel="epoch", ylabel="MSE", ylog=True, epochs=True)
-    for i, (name, ((x_tr, tr), (x_te, te))) in enumerate(curves.items()):
+    items = list(curves.items())
+    for _, ((x_tr, tr), (x_te, te)) in items[highlight:][::-1]:
+        train.line(x_tr, tr, GREY, width=0.7, opacity=0.6)
+        test.line(x_te, te, GREY, width=0.7, opacity=0.6)
+    legend = []
+    for i, (name, ((x_tr, tr), (x_te, te))) in reversed(list(enumerate(items[:highlight]))):
         color = PALETTE[i % len(PALETTE)]
-        train.line(x_tr, tr, color, width=1)
-        test.line(x_te, te, color, width=1, label=name if len(curves) <= 12 else "")
-    return figure([train, test], title, panel_width=480)
+        train.line(x_tr, tr, color, width=1.8)
+        test.line(x_te, te, color, width=1.8)
+        score = f"  (test MSE {scores[name]:.4g})" if name in scores else ""
+        legend.insert(0, (f"{i + 1}. {name}{score}", color, "line"))
+    if len(items) > highlight:
+        legend.append((f"{len(items) - highlight} other runs", GREY, "thin"))
+    if left_out:
+        legend.append((f"{left_out} failed or diverged runs left out", "white", "thin"))
+    heading = overlay_title(title, len(items), total, highlight)
+    return figure([train, test], heading, panel_width=480, legend=legend)

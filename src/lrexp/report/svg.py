@@ -16,6 +16,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 BLUE, ORANGE = "#1f77b4", "#ff7f0e"  # matplotlib's tab:blue and tab:orange
+GREY = "#b0b0b0"  # runs drawn for context, behind the highlighted ones
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")  # fmt: skip
 MAX_POINTS = 1000  # per polyline: a longer curve is drawn at evenly spaced epochs
@@ -97,7 +98,7 @@ class Panel:
         xs = [x[np.isfinite(x)] for kind, x, *_ in self.items if kind != "hline"]
         ys = [y[self._ok(y)] for _, _, y, *_ in self.items]
         x = np.concatenate(xs) if xs else np.zeros(1)
-        y = np.concatenate(ys) if ys else np.zeros(1)
+        y = np.concatenate(ys) if ys else np.ones(1)  # an empty panel: any valid axis
         x, y = (x, y) if len(x) else (np.zeros(1), y)
         y = y if len(y) else np.ones(1)
         x0, x1, y0, y1 = float(x.min()), float(x.max()), float(y.min()), float(y.max())
@@ -207,15 +208,7 @@ class Panel:
             # the mark spans [mx, mx + 20]; the label ends (right) or starts (left) beside it
             mx = b.left + 10 if self.legend_left else b.left + b.width - 30
             y = b.top + 16 + 16 * i
-            if kind == "dot":
-                mark = f'<circle cx="{mx + 11:.1f}" cy="{y - 4:.1f}" r="3.5" fill="{color}"/>'
-            else:
-                dash = ' stroke-dasharray="5,3"' if kind == "dash" else ""
-                mark = (
-                    f'<line x1="{mx:.1f}" x2="{mx + 20:.1f}" y1="{y - 4:.1f}" y2="{y - 4:.1f}" '
-                    f'stroke="{color}" stroke-width="2"{dash}/>'
-                )
-            out.append(mark)
+            out.append(_mark(mx, y, color, kind))
             tx, anchor = (mx + 25, "start") if self.legend_left else (mx - 5, "end")
             out.append(
                 f'<text x="{tx:.1f}" y="{y:.1f}" text-anchor="{anchor}">{escape(label)}</text>'
@@ -223,15 +216,54 @@ class Panel:
         return out
 
 
-def figure(panels: Sequence[Panel], title: str = "", *, panel_width=560, height=360) -> str:
-    """Panels side by side as one SVG document, with an overall title."""
+LEGEND_COLUMN = 330  # width of a column of the legend below the panels
+
+
+def _mark(x: float, y: float, color: str, kind: str) -> str:
+    """A legend entry's mark spanning [x, x + 20], centred 4 px above the text's baseline y."""
+    if kind == "dot":
+        return f'<circle cx="{x + 11:.1f}" cy="{y - 4:.1f}" r="3.5" fill="{color}"/>'
+    dash = ' stroke-dasharray="5,3"' if kind == "dash" else ""
+    width = 1 if kind == "thin" else 2
+    return (
+        f'<line x1="{x:.1f}" x2="{x + 20:.1f}" y1="{y - 4:.1f}" y2="{y - 4:.1f}" '
+        f'stroke="{color}" stroke-width="{width}"{dash}/>'
+    )
+
+
+def _legend_below(entries: Sequence[tuple[str, str, str]], top: float, width: float) -> list[str]:
+    """Legend entries (label, colour, kind) in columns below the panels, never over a curve."""
+    cols = max(1, min(len(entries), int(width // LEGEND_COLUMN)))
+    rows = math.ceil(len(entries) / cols)
+    out = []
+    for i, (label, color, kind) in enumerate(entries):
+        x = 70 + (i // rows) * LEGEND_COLUMN
+        y = top + 16 * (i % rows)
+        out.append(_mark(x, y, color, kind))
+        out.append(f'<text x="{x + 26:.1f}" y="{y:.1f}">{escape(label)}</text>')
+    return out
+
+
+def figure(
+    panels: Sequence[Panel],
+    title: str = "",
+    *,
+    panel_width=560,
+    height=360,
+    legend: Sequence[tuple[str, str, str]] = (),
+) -> str:
+    """Panels side by side as one SVG document, with an overall title, and ``legend`` entries
+    (label, colour, kind: line, thin, dash or dot) below the panels."""
     left, right, top, bottom = 70, 20, 48 if title else 30, 50
     width = len(panels) * (left + panel_width + right)
+    rows = math.ceil(len(legend) / max(1, min(len(legend), int(width // LEGEND_COLUMN))))
+    below = 16 * rows + 8 if legend else 0
+    total = top + height + bottom + below
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" '
-        f'height="{top + height + bottom}" viewBox="0 0 {width} {top + height + bottom}" '
+        f'height="{total}" viewBox="0 0 {width} {total}" '
         'font-family="DejaVu Sans, Arial, sans-serif" font-size="11">',
-        f'<rect width="{width}" height="{top + height + bottom}" fill="white"/>',
+        f'<rect width="{width}" height="{total}" fill="white"/>',
     ]
     if title:
         parts.append(
@@ -240,5 +272,6 @@ def figure(panels: Sequence[Panel], title: str = "", *, panel_width=560, height=
         )
     for i, panel in enumerate(panels):
         parts += panel.svg(i * (left + panel_width + right) + left, top, panel_width, height)
+    parts += _legend_below(legend, top + height + bottom + 4, width)
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

@@ -17,11 +17,39 @@ import pandas as pd
 from lrexp.core.objective import objective
 from lrexp.core.verdict import EXCESS_TOL, percent
 from lrexp.report import plots
-from lrexp.tracking import reader, writer
+from lrexp.tracking import metric_names, reader, writer
 
 log = logging.getLogger("lrexp")
 
 MAX_OVERLAY = 64  # curves drawn in the overlay plot, best first
+HIGHLIGHT = 5  # of them, the best drawn in colour with a legend; the rest thin grey
+
+
+def failure(run: dict) -> str | None:
+    """Why ``run`` is left out of plots and rankings: it failed or was killed, or it diverged
+    (its curves run to 1e44 and flatten every healthy one); None for a healthy run."""
+    tags, status = run["tags"], run["status"]
+    if status in ("FAILED", "KILLED"):
+        return tags.get("lrexp.failure_reason") or status
+    step = run["metrics"].get("diverged_step")
+    if (step is not None and math.isfinite(step)) or tags.get("lrexp.verdict", "").startswith(
+        "diverged"
+    ):
+        where = f" at step {step:.0f}" if step is not None and math.isfinite(step) else ""
+        return tags.get("lrexp.failure_reason") or f"diverged{where}"
+    return None
+
+
+def overlay_curves(uri: str, runs: list[tuple[str, str]]) -> dict:
+    """The train and test MSE curves (MLflow keys ``loss/…``) of ``runs`` (label, run id): a
+    dict label → ((epochs, train MSE), (epochs, test MSE)), runs without a curve left out."""
+    train, test = metric_names.curve_key("train_mse"), metric_names.curve_key("test_mse")
+    curves = {}
+    for label, run_id in runs:
+        tr, te = reader.metric_curve(uri, run_id, train), reader.metric_curve(uri, run_id, test)
+        if len(tr[0]) > 1 or len(te[0]) > 1:  # a skipped run has only the last point
+            curves[label] = (tr, te)
+    return curves
 
 
 def without_seed(overrides: str) -> str:
@@ -45,7 +73,7 @@ def leaderboard(children: list[dict]) -> pd.DataFrame:
             "epochs_run": c["metrics"].get("epochs_run", math.nan),
             "seed": c["params"].get("train.seed", ""),
             "config_noseed": c["tags"].get("lrexp.config_hash_noseed", ""),
-            "reason": c["tags"].get("lrexp.failure_reason", ""),
+            "reason": failure(c) or "",
             "run_id": c["run_id"],
         }
         for c in children
@@ -68,14 +96,14 @@ def leaderboard(children: list[dict]) -> pd.DataFrame:
             "run_id",
         ],
     )
-    frame["ok"] = (frame["status"] == "FINISHED") & np.isfinite(frame["test_mse"])
+    frame["ok"] = (frame["reason"] == "") & np.isfinite(frame["test_mse"])
     frame = frame.sort_values(["ok", "test_mse", "job"], ascending=[False, True, True])
     return frame.drop(columns="ok").reset_index(drop=True)
 
 
 def seed_stats(board: pd.DataFrame) -> pd.DataFrame:
     """Mean, std and min of the test MSE across seeds, for each config run with several seeds."""
-    done = board[(board["status"] == "FINISHED") & np.isfinite(board["test_mse"])]
+    done = board[(board["reason"] == "") & np.isfinite(board["test_mse"])]
     groups = []
     for _, g in done.groupby("config_noseed"):
         if g["seed"].nunique() < 2:
@@ -104,6 +132,7 @@ def summarize(uri: str, exp_id: str, parent: str, *, best_model: bool = False) -
     board = leaderboard(reader.child_runs(uri, exp_id, parent))
     finished = board[board["status"] == "FINISHED"]
     failed = board[board["status"] != "FINISHED"]
+    healthy = board[board["reason"] == ""]
     seeds = seed_stats(board)
     metrics = {
         "jobs": len(board),
@@ -112,8 +141,8 @@ def summarize(uri: str, exp_id: str, parent: str, *, best_model: bool = False) -
         "jobs_converged": int((board["converged"] == "true").sum()),
     }
     params = {}
-    if len(finished):
-        best = finished.iloc[0]
+    if len(healthy):
+        best = healthy.iloc[0]
         metrics["best_test_mse"] = best["test_mse"]
         params = {"best.run_id": best["run_id"], "best.run": best["run"]}
         model_id = log_best_model(uri, best["run_id"]) if best_model else None
@@ -121,17 +150,18 @@ def summarize(uri: str, exp_id: str, parent: str, *, best_model: bool = False) -
             params["best.model_uri"] = f"models:/{model_id}"
     if len(seeds):
         metrics["best_seed_mean_test_mse"] = seeds["mean_test_mse"].iloc[0]
-    curves = {
-        r["run"]: (
-            reader.metric_curve(uri, r["run_id"], "train_mse"),
-            reader.metric_curve(uri, r["run_id"], "test_mse"),
-        )
-        for _, r in finished.head(MAX_OVERLAY).iterrows()
-    }
+    shown = healthy.head(MAX_OVERLAY)
+    curves = overlay_curves(uri, list(zip(shown["run"], shown["run_id"], strict=True)))
+    scores = dict(zip(shown["run"], shown["test_mse"], strict=True))
     texts = {
         "leaderboard.csv": board.to_csv(index=False),
         "plots/overlay.svg": plots.overlay(
-            curves, title=f"{len(finished)} runs of the sweep (best {len(curves)})"
+            curves,
+            title="the sweep's runs",
+            scores=scores,
+            total=len(healthy),
+            highlight=HIGHLIGHT,
+            left_out=len(board) - len(healthy),
         ),
     }
     if len(seeds):
@@ -167,20 +197,21 @@ def _yes_no(tag: str) -> str:
 def text(board: pd.DataFrame, seeds: pd.DataFrame, parent: str, top: int = 10) -> str:
     finished = board[board["status"] == "FINISHED"]
     failed = board[board["status"] != "FINISHED"]
+    healthy, left_out = board[board["reason"] == ""], board[board["reason"] != ""]
     converged = int((finished["converged"] == "true").sum())
     lines = [
         f"lrexp sweep: {len(finished)} finished ({converged} converged), {len(failed)} failed "
         f"(parent run {parent})"
     ]
-    if len(finished):
+    if len(healthy):
         lines.append(f"  {'test MSE':>12} {'train MSE':>12} {'excess':>9} {'converged':>9}  run")
-        for _, r in finished.head(top).iterrows():
+        for _, r in healthy.head(top).iterrows():
             lines.append(
                 f"  {r['test_mse']:>12.6g} {r['train_mse']:>12.6g} "
                 f"{r['excess_train_mse']:>9.3g} {_yes_no(r['converged']):>9}  {r['run']}"
             )
-        if len(finished) > top:
-            lines.append(f"  … {len(finished) - top} more in leaderboard.csv")
+        if len(healthy) > top:
+            lines.append(f"  … {len(healthy) - top} more in leaderboard.csv")
     if len(seeds):
         lines.append("  across seeds (mean ± std, min):")
         for _, r in seeds.iterrows():
@@ -188,8 +219,11 @@ def text(board: pd.DataFrame, seeds: pd.DataFrame, parent: str, top: int = 10) -
                 f"    {r['mean_test_mse']:.6g} ± {r['std_test_mse']:.3g}, "
                 f"{r['min_test_mse']:.6g}  {r['config']} ({r['seeds']} seeds)"
             )
-    for _, r in failed.iterrows():
-        lines.append(f"  FAILED job {r['job']}: {r['run']}: {r['reason'] or r['status']}")
+    if len(left_out):
+        lines.append("  left out of the ranking and the overlay:")
+    for _, r in left_out.iterrows():
+        what = "DIVERGED" if r["status"] == "FINISHED" else r["status"]
+        lines.append(f"  {what} job {r['job']}: {r['run']}: {r['reason']}")
     if len(finished) > converged:
         lines.append(
             "  excess: (train MSE − least squares') / var(y); converged: excess ≤ "
