@@ -340,8 +340,10 @@ def torch_tutorial(p: pipeline.Prepared, epochs: int) -> float:
 
 def tutorial(sz: Sizes) -> list[Row]:
     e = sz.tutorial_epochs  # tol off in both: both run every epoch, the same 6 × e × 30 steps
+    # the PyTorch loop's own maths: lr 0.01 on the batch TSSE of the raw target
     p = pipeline.prepare(compose("experiment=tutorial", "tracking.enabled=false", "train.tol=null",
-                              f"train.epochs={e}"))  # fmt: skip
+                              f"train.epochs={e}", "optimizer.lr=0.01", "train.reduction=sum",
+                              "data.standardize_target=false"))  # fmt: skip
     lrexp_folds = functools.partial(pipeline.train_folds, p, progress=False)
     what = f"tutorial protocol: 6 folds × {e} epochs × batches of 10 (compute)"
     try:

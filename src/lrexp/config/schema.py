@@ -23,7 +23,8 @@ class LinearData:
     noise: float = MISSING
     bias: float = MISSING
     weights: list[float] = MISSING
-    standardize: bool = MISSING
+    standardize: bool = MISSING  # the features
+    standardize_target: bool = True  # train on (y − ȳ)/σ_y; θ and metrics stay in y's units
 
 
 @dataclass
@@ -37,7 +38,8 @@ class CsvData:
     path: str = MISSING
     target: str = MISSING
     features: list[str] | None = None
-    standardize: bool = MISSING
+    standardize: bool = MISSING  # the features
+    standardize_target: bool = True  # train on (y − ȳ)/σ_y; θ and metrics stay in y's units
 
 
 # --- optimizers: knobs named as Optax names them -----------------------------------------------
@@ -127,6 +129,7 @@ class TrainConfig:
     seed: int = MISSING
     sufficient_stats: bool = True
     shuffle_block: int = 1
+    reduction: str = "mean"  # a step descends the batch's mean squared error, or its TSSE ("sum")
 
 
 @dataclass
