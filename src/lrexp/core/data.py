@@ -135,11 +135,14 @@ def load_csv(path: str | Path, *, target: str, features: list[str] | None = None
 
 
 def _moments(v: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and population standard deviation along ``axis``, computed on values scaled by their
-    largest magnitude, so that data as large as 1e200 (whose squares, or sums, overflow float64)
-    still has finite statistics."""
+    """Mean and population standard deviation along ``axis``; where they overflow (data as large
+    as 1e200, whose squares or sums pass float64's range), computed on the values scaled by their
+    largest magnitude instead."""
     v = np.asarray(v, dtype=np.float64)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        mean, std = v.mean(axis=axis), v.std(axis=axis)
+        if np.all(np.isfinite(mean)) and np.all(np.isfinite(std)):
+            return mean, std
         big = np.max(np.abs(v), axis=axis)
         safe = np.where((big > 0) & np.isfinite(big), big, 1.0)
         mean = safe * np.mean(v / safe, axis=axis)
