@@ -342,10 +342,12 @@ def torch_tutorial(p: pipeline.Prepared, epochs: int) -> float:
 
 def tutorial(sz: Sizes) -> list[Row]:
     e = sz.tutorial_epochs  # tol off in both: both run every epoch, the same 6 × e × 30 steps
-    # the PyTorch loop's protocol: independent folds from zeros, lr 0.01, no per-step log
+    # the PyTorch loop's protocol: independent folds from zeros, lr 0.01 on the batch TSSE of the
+    # raw target, no per-step log
     p = pipeline.prepare(compose("experiment=tutorial", "tracking.enabled=false", "train.tol=null",
                               f"train.epochs={e}", "train.cv=independent", "optimizer.lr=0.01",
-                              "tracking.log_steps=false"))  # fmt: skip
+                              "tracking.log_steps=false", "train.reduction=sum",
+                              "data.standardize_target=false"))  # fmt: skip
     lrexp_folds = functools.partial(pipeline.train_folds, p, progress=False)
     what = f"tutorial protocol: 6 folds × {e} epochs × batches of 10 (compute)"
     try:

@@ -199,9 +199,10 @@ def test_bad_value_creates_no_mlflow_run(store_uri, experiment, tracked):
 def test_tutorial_preset_sets_the_tutorial_protocol():
     cfg = typed_config("experiment=tutorial")
     assert (cfg.data.name, cfg.data.n) == ("linear", 360)  # the default data: the preset sets none
-    assert cfg.data.standardize is False
+    assert cfg.data.standardize is False and cfg.data.standardize_target is False
     assert cfg.train.folds == 6
     assert cfg.train.cv == "sequential"
+    assert cfg.train.reduction == "mean"
     assert cfg.train.batch_size == 10
     assert cfg.train.epochs == 18
     assert cfg.train.tol is None  # the tutorial never stops early: its logs run all 108 epochs

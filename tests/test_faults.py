@@ -203,6 +203,7 @@ def test_divergence_fails_the_run_at_its_step_keeping_the_last_finite_theta(stor
     cfg = typed_config(
         "optimizer=sgd",
         "optimizer.lr=0.5",
+        "train.reduction=sum",  # lr on the batch TSSE: 0.5 is past its stable bound
         "train.epochs=5",
         "tracking.log_model=false",
         f"tracking.uri={store_uri}",
@@ -235,6 +236,7 @@ def test_diverged_job_gets_a_rankable_value_and_the_sweep_goes_on(tmp_path):
         exp,
         "optimizer=sgd",
         "optimizer.lr=0.01,0.5",
+        "train.reduction=sum",  # lr on the batch TSSE: 0.5 is past its stable bound
         "train.epochs=4",
         "tracking.log_model=false",
         multirun=True,
@@ -253,7 +255,9 @@ def test_diverged_job_gets_a_rankable_value_and_the_sweep_goes_on(tmp_path):
 def test_learning_rate_above_the_stable_bound_warns_before_training(caplog):
     with caplog.at_level(logging.WARNING, logger="lrexp"):
         p = pipeline.prepare(
-            typed_config("optimizer=sgd", "optimizer.lr=0.5", "tracking.enabled=false")
+            typed_config(
+                "optimizer=sgd", "optimizer.lr=0.5", "train.reduction=sum", "tracking.enabled=false"
+            )
         )
     assert p.checks.stable_lr < 0.5
     assert any("exceeds the largest stable learning rate" in r.message for r in caplog.records)
@@ -265,7 +269,12 @@ def test_learning_rate_above_the_stable_bound_warns_before_training(caplog):
 
 def test_stable_bound_is_two_over_the_largest_curvature():
     p = pipeline.prepare(
-        typed_config("optimizer=sgd", "train.batch_size=null", "tracking.enabled=false")
+        typed_config(
+            "optimizer=sgd",
+            "train.batch_size=null",
+            "train.reduction=sum",  # the curvature of the TSSE itself
+            "tracking.enabled=false",
+        )
     )
     X = p.arrays(0)[0]
     Xa = np.hstack([np.ones((len(X), 1)), X])

@@ -104,6 +104,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "must be null (single split) or an integer >= 2",
     ),
     "dtype": _rule(lambda v: v in ("float32", "float64"), "must be one of: float32, float64"),
+    "reduction": _rule(
+        lambda v: v in ("mean", "sum"),
+        "must be one of: mean (steps on the batch's MSE), sum (on its TSSE)",
+    ),
     "seed": _rule(lambda v: isinstance(v, int) and 0 <= v < 2**63, "must be an integer >= 0"),
     "experiment": _rule(lambda v: bool(v.strip()), "must be a non-empty experiment name"),
 }
@@ -152,7 +156,7 @@ def validate(cfg: Config, base_dir: str | Path = ".") -> None:
                 if not test(value):
                     raise ConfigError(f"{group}.{f.name}", value, allowed)
     _check_data(cfg.data, base_dir)
-    _check_train(cfg.train)
+    _check_train(cfg.train, cfg.optimizer.name)
     _check_log_steps(cfg)
 
 
@@ -200,8 +204,8 @@ def _check_file(data: FileData, base_dir: str | Path) -> None:
         )
 
 
-def _check_train(train: TrainConfig) -> None:
-    """Check what ties the training values together."""
+def _check_train(train: TrainConfig, optimizer: str) -> None:
+    """Check what ties the training values together (and to the optimizer)."""
     if train.shuffle_block > 1 and (
         train.batch_size is None or train.batch_size % train.shuffle_block
     ):
@@ -212,12 +216,15 @@ def _check_train(train: TrainConfig) -> None:
             f"({'null: full batch' if train.batch_size is None else train.batch_size}), "
             "or be 1",
         )
-    if train.steps is not None and train.batch_size is not None:
+    line_search = optim.OPTIMIZERS[optimizer].line_search  # always full batch: steps apply
+    if train.steps is not None and train.batch_size is not None and not line_search:
         raise ConfigError(
             "train.steps",
             train.steps,
             "applies to full-batch training only "
-            "(train.batch_size=null); with mini-batches use train.epochs",
+            "(train.batch_size=null) and to line-search optimizers "
+            f"({', '.join(n for n, o in optim.OPTIMIZERS.items() if o.line_search)}); "
+            "with mini-batches use train.epochs",
         )
 
 

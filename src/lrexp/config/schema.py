@@ -23,7 +23,8 @@ class LinearData:
     noise: float = MISSING
     bias: float = MISSING
     weights: list[float] = MISSING
-    standardize: bool = MISSING
+    standardize: bool = MISSING  # the features
+    standardize_target: bool = True  # train on (y − ȳ)/σ_y; θ and metrics stay in y's units
 
 
 @dataclass
@@ -46,7 +47,8 @@ class FileData:
     delimiter: str | None = None  # csv and tsv only; null: sniffed from the file's first lines
     categorical: str = "error"  # a text column: "error", or "onehot" to one-hot encode it
     dropna: bool = False  # drop the rows with a missing cell, rather than refuse the file
-    standardize: bool = MISSING
+    standardize: bool = MISSING  # the features
+    standardize_target: bool = True  # train on (y − ȳ)/σ_y; θ and metrics stay in y's units
 
 
 CsvData = FileData  # its name before data=file
@@ -140,6 +142,7 @@ class TrainConfig:
     sufficient_stats: bool = True
     shuffle_block: int = 1
     cv: str = "independent"  # with folds: "independent" (a model per fold) or "sequential"
+    reduction: str = "mean"  # a step descends the batch's mean squared error, or its TSSE ("sum")
 
 
 @dataclass

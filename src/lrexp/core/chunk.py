@@ -2,7 +2,7 @@
 
 A chunk runs ``spec.chunk`` epochs, or, for epochs too long for one call, ``1/spec.split`` of an
 epoch. After each slot it evaluates θ̃ on the full train and test data and applies the stop rule
-(all epochs run, the tolerance met, or diverged); once done, a chunk leaves the state unchanged, so
+(all epochs run, a tolerance met, or diverged); once done, a chunk leaves the state unchanged, so
 every chunk has one fixed shape. It emits one history row per slot, with a flag saying whether
 that slot completed an epoch (a part of an epoch, or a slot after ``done``, does not), and, with
 ``spec.log_steps``, the slot's per-step rows (:class:`~lrexp.core.step.StepRows`).
@@ -79,13 +79,14 @@ def _begin(theta0: jax.Array, train, test, hyper: Hyper, *, spec: LoopSpec):
 _begin_jit = jax.jit(_begin, static_argnames="spec")
 
 
-def _settle(s: State, new: State, completed, loss, mse, tol, epochs: int) -> State:
+def _settle(s: State, new: State, completed, loss, mse, hyper: Hyper, epochs: int) -> State:
     """Apply the stop rule to ``new``, trained from ``s``, given its train TSSE and MSE."""
     # θ finite but its loss overflowing (float32) counts as diverging too
     overflow = completed & (new.diverged < 0) & ~jnp.isfinite(loss)
     diverged = jnp.where(overflow, new.step, new.diverged)
     improvement = s.mse - mse  # a rise is no plateau: only a small improvement stops
-    met_tol = completed & (improvement >= 0) & (improvement < tol)
+    small = (improvement < hyper.tol) | (improvement <= hyper.rtol * s.mse)
+    met_tol = completed & (improvement >= 0) & small
     stop = met_tol | (new.epoch >= epochs) | (diverged >= 0)
     return new._replace(
         mse=jnp.where(completed, mse, new.mse),
@@ -95,7 +96,7 @@ def _settle(s: State, new: State, completed, loss, mse, tol, epochs: int) -> Sta
     )
 
 
-def _slot(carry, _, *, loop: Loop, test, tol, schedule):
+def _slot(carry, _, *, loop: Loop, test, hyper: Hyper, schedule):
     """Train one epoch slot, evaluate θ̃ after it and apply the stop rule; emit its history row."""
     s, value, grad = carry  # TSSE and gradient at s.theta, from the previous evaluation
 
@@ -105,7 +106,7 @@ def _slot(carry, _, *, loop: Loop, test, tol, schedule):
     new, steps = jax.lax.cond(s.done, idle, partial(train_slot, loop=loop), s, value, grad)
     completed = new.epoch > s.epoch
     (loss, mse, test_mse, grad_norm), grad = _evaluate(new.theta, loop.train, test, with_grad=True)
-    new = _settle(s, new, completed, loss, mse, tol, loop.spec.epochs)
+    new = _settle(s, new, completed, loss, mse, hyper, loop.spec.epochs)
     lr = schedule(jnp.maximum(new.step - 1, 0))
     row = History(loss, mse, test_mse, lr, grad_norm, new.theta)
     return (new, loss, grad), (row, completed, steps)
@@ -126,7 +127,7 @@ def run_chunk(
     n = _n_static(train, spec)
     tx, schedule = _transform(spec, hyper, n)
     loop = Loop(spec, tx, train, key, n)
-    slot = partial(_slot, loop=loop, test=test, tol=hyper.tol, schedule=schedule)
+    slot = partial(_slot, loop=loop, test=test, hyper=hyper, schedule=schedule)
     # A full step reuses the evaluation that followed the previous one (the same θ̃): from the
     # rows, one value-and-gradient pass per epoch instead of two. The chunk's first step has none.
     (value, *_), grad = _evaluate(state.theta, train, test, with_grad=True)

@@ -132,18 +132,43 @@ def raw_rows(
     return out
 
 
+def _moments(v: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population standard deviation along ``axis``; where they overflow (data as large
+    as 1e200, whose squares or sums pass float64's range), computed on the values scaled by their
+    largest magnitude instead."""
+    v = np.asarray(v, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        mean, std = v.mean(axis=axis), v.std(axis=axis)
+        if np.all(np.isfinite(mean)) and np.all(np.isfinite(std)):
+            return mean, std
+        big = np.max(np.abs(v), axis=axis)
+        safe = np.where((big > 0) & np.isfinite(big), big, 1.0)
+        mean = safe * np.mean(v / safe, axis=axis)
+        d = v - mean
+        big = np.max(np.abs(d), axis=axis)
+        safe = np.where((big > 0) & np.isfinite(big), big, 1.0)
+        return mean, np.where(big > 0, safe * np.std(d / safe, axis=axis), 0.0)
+
+
 class Standardizer(NamedTuple):
-    """Per-feature affine map x̃ = (x − mean) / scale, fitted on training rows only."""
+    """Affine maps fitted on training rows only: per feature x̃ = (x − mean) / scale, and for the
+    target ỹ = (y − y_mean) / y_scale (the identity, 0 and 1, unless :meth:`with_target` set it).
+
+    θ̃ = [b̃, w̃] fitted on (x̃, ỹ) maps to the data's original units as
+    w = y_scale · w̃ / scale, b = y_mean + y_scale · b̃ − w · mean (:meth:`to_original`).
+    """
 
     mean: np.ndarray
     scale: np.ndarray
+    y_mean: float = 0.0
+    y_scale: float = 1.0
 
     @staticmethod
     def fit(X: np.ndarray, names: tuple[str, ...], *, enabled: bool = True) -> Standardizer:
         """Fit on ``X``; the identity map when disabled. A constant column cannot be scaled."""
         if not enabled:
             return Standardizer(np.zeros(X.shape[1]), np.ones(X.shape[1]))
-        scale = X.std(axis=0)
+        mean, scale = _moments(X)
         constant = [n for n, s in zip(names, scale, strict=True) if not s > 0]
         if constant:
             raise DataError(
@@ -152,23 +177,48 @@ class Standardizer(NamedTuple):
                 f"column(s) {constant} are constant in "
                 "the training rows and cannot be standardized: drop them",
             )
-        return Standardizer(X.mean(axis=0), scale)
+        return Standardizer(mean, scale)
+
+    def with_target(
+        self, y: np.ndarray, *, key: str, value: object, enabled: bool = True
+    ) -> Standardizer:
+        """Also standardize the target, with the mean and scale of the training targets ``y``.
+
+        A constant target (σ = 0) has nothing to fit: a :class:`DataError` naming ``key``."""
+        if not enabled:
+            return self
+        mean, scale = _moments(y)
+        if not (math.isfinite(mean) and math.isfinite(scale)):
+            raise DataError(key, value, f"the target's statistics overflow float64 ({mean:g})")
+        if not scale > 0:
+            raise DataError(
+                key,
+                value,
+                f"the target is constant in the training rows (all {mean:g} in float64, σ = 0): "
+                "there is nothing to fit",
+            )
+        return self._replace(y_mean=np.float64(mean), y_scale=np.float64(scale))
 
     def apply(self, X: np.ndarray) -> np.ndarray:
         return (X - self.mean) / self.scale
 
+    def apply_target(self, y: np.ndarray) -> np.ndarray:
+        """ỹ = (y − y_mean) / y_scale."""
+        return (np.asarray(y, dtype=np.float64) - self.y_mean) / self.y_scale
+
     def to_original(self, theta: np.ndarray) -> np.ndarray:
-        """Map θ̃ = [b̃, w̃] (any leading axes) to original units: w = w̃/s, b = b̃ − Σ w·mean."""
+        """Map θ̃ = [b̃, w̃] (any leading axes) to original units:
+        w = y_scale · w̃ / s, b = y_mean + y_scale · b̃ − Σ w · mean."""
         theta = np.asarray(theta, dtype=np.float64)
-        w = theta[..., 1:] / self.scale
-        b = theta[..., 0] - w @ self.mean
+        w = self.y_scale * theta[..., 1:] / self.scale
+        b = self.y_mean + self.y_scale * theta[..., 0] - w @ self.mean
         return np.concatenate([b[..., None], w], axis=-1)
 
     def to_standardized(self, theta: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`to_original`."""
         theta = np.asarray(theta, dtype=np.float64)
-        w = theta[..., 1:] * self.scale
-        b = theta[..., 0] + theta[..., 1:] @ self.mean
+        w = theta[..., 1:] * self.scale / self.y_scale
+        b = (theta[..., 0] + theta[..., 1:] @ self.mean - self.y_mean) / self.y_scale
         return np.concatenate([b[..., None], w], axis=-1)
 
 

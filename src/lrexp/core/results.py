@@ -5,6 +5,7 @@ Pure host-side arithmetic (float64); nothing here trains, prints or logs.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -13,40 +14,65 @@ import numpy as np
 
 from lrexp.core import model
 from lrexp.core.data import Standardizer
-from lrexp.core.fit import FitResult
+from lrexp.core.fit import FitResult, History
 
 
 @dataclass(frozen=True)
 class FoldResult:
     """One train/test split's outcome; every θ in original units as [bias, w_1..w_M]."""
 
-    fit: FitResult
+    fit: FitResult  # the loop's; its loss curves back in the target's units (θ̃ stays the loop's)
     theta: np.ndarray
     theta_star: np.ndarray  # least-squares optimum on this split's training rows
     trajectory: np.ndarray  # θ after each epoch, row 0 = start
-    train: dict[str, float]  # tsse, mse, rmse, r2 of θ on the training rows
-    test: dict[str, float]
-    optimum: dict[str, float]  # the same for θ* on the training rows
+    train: dict[str, float | None]  # tsse, mse, rmse, r2 of θ on the training rows
+    test: dict[str, float | None]  # r2 None where the test targets do not vary (one row)
+    optimum: dict[str, float | None]  # the same for θ* on the training rows
     condition_number: float  # of the standardized training design [1, X̃]
     n_train: int
     n_test: int
 
 
-def _scores(theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+def _scores(theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
     """TSSE, MSE, RMSE and R² of θ on (X, y), in float64 NumPy: ``model.metrics``' equations,
-    without a dozen small JAX dispatches per split (they cost a sweep ~10 ms a job)."""
+    without a dozen small JAX dispatches per split (they cost a sweep ~10 ms a job).
+
+    R² = 1 − TSSE / Σ(y − ȳ)² is undefined (None) where the targets do not vary: one row, or a
+    constant target."""
     X, y, theta = (np.asarray(a, dtype=np.float64) for a in (X, y, theta))
-    r = y - (theta[0] + X @ theta[1:])
-    sse = float(r @ r)
+    with np.errstate(over="ignore", invalid="ignore"):  # data near float64's limits: inf, no error
+        r = y - (theta[0] + X @ theta[1:])
+        sse = float(r @ r)
+        sst = float(np.sum((y - y.mean()) ** 2))
     mse = sse / len(y)
-    sst = float(np.sum((y - y.mean()) ** 2))
-    return {"tsse": sse, "mse": mse, "rmse": math.sqrt(mse), "r2": 1.0 - sse / sst}
+    r2 = 1.0 - sse / sst if sst > 0 and math.isfinite(sst) else None
+    return {"tsse": sse, "mse": mse, "rmse": math.sqrt(mse), "r2": r2}
+
+
+def in_target_units(history: History, st: Standardizer) -> History:
+    """The loop's curves (on ỹ = (y − ȳ) / σ_y) in the target's units: losses × σ_y², the
+    gradient's norm × σ_y; θ̃ and lr as they are."""
+    if st.y_scale == 1.0:
+        return history
+    s = np.float64(st.y_scale)
+    with np.errstate(over="ignore"):
+        return history._replace(
+            train_tsse=np.asarray(history.train_tsse, np.float64) * s * s,
+            train_mse=np.asarray(history.train_mse, np.float64) * s * s,
+            test_mse=np.asarray(history.test_mse, np.float64) * s * s,
+            grad_norm=np.asarray(history.grad_norm, np.float64) * s,
+        )
 
 
 def optimum(st: Standardizer, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """θ* in original units, solved on the standardized rows (better conditioned), in float64."""
+    """θ* in original units, in float64, solved on the standardized rows and a standardized target
+    (better conditioned: a target of 1e20 ± 1e3 keeps its variation), whether or not training
+    standardized the target."""
+    with contextlib.suppress(ValueError):  # a constant target: θ* = [ȳ, 0 …], solved as is
+        st = st.with_target(y, key="data.target", value=None)
     X_std = jnp.asarray(st.apply(X), jnp.float64)
-    return st.to_original(np.asarray(model.least_squares(X_std, jnp.asarray(y, jnp.float64))))
+    y_std = jnp.asarray(st.apply_target(y), jnp.float64)
+    return st.to_original(np.asarray(model.least_squares(X_std, y_std)))
 
 
 def evaluate(
@@ -61,7 +87,7 @@ def evaluate(
     theta_star = optimum(st, X, y)
     theta = st.to_original(result.theta)
     return FoldResult(
-        fit=result,
+        fit=result._replace(history=in_target_units(result.history, st)),
         theta=theta,
         theta_star=theta_star,
         trajectory=st.to_original(result.history.theta),
@@ -114,7 +140,7 @@ def summary(folds: list[FoldResult], true_theta: np.ndarray | None) -> dict[str,
         out[key] = float(np.mean(values)) if values else None
         for i, p in enumerate(per_fold, start=1):
             out[f"fold_{i}/{key}"] = p[key]
-    test = np.array([f.test["mse"] for f in folds])
+    test = np.array([f.test["mse"] for f in folds])  # never empty: a split keeps a test row
     out["cv_test_mse_mean"], out["cv_test_mse_std"] = float(test.mean()), float(test.std(ddof=1))
     return out
 

@@ -8,6 +8,11 @@ anywhere. An update that would leave θ non-finite is not taken: θ stays, and t
 With ``LoopSpec.log_steps`` the steps also emit one :class:`StepRows` row each (the batch's MSE and
 θ̃ after the step), stacked by the scan like the epoch history; without it they emit nothing and
 the compiled program is the same as if the rows did not exist.
+
+A step descends the batch's TSSE (``spec.reduction == "sum"``) or its mean over the rows actually
+in the batch (``"mean"``: TSSE / b, the MSE; a short last batch is averaged over its own rows, a
+full batch over all n). The mean's gradient is the sum's divided by b, so one learning rate suits
+any batch size; line searches see the same scaled value.
 """
 
 from __future__ import annotations
@@ -65,11 +70,20 @@ def _guarded(theta, opt_state, new_theta, new_opt_state, diverged, step, live=Tr
     return keep(new_theta, theta), jax.tree.map(keep, new_opt_state, opt_state), diverged
 
 
+def reduced(spec: LoopSpec, value: jax.Array, rows: jax.Array | int) -> jax.Array:
+    """A batch's TSSE, or its gradient, as the step descends it: as is, or over its ``rows``."""
+    if spec.reduction == "sum":
+        return value
+    return value / jnp.maximum(jnp.asarray(rows, value.dtype), 1)  # an empty batch takes no step
+
+
 def full_step(s: State, value: jax.Array, grad: jax.Array, loop: Loop) -> State:
     """Take one full-batch step from the TSSE ``value`` and its ``grad`` at ``s.theta``."""
+    n = model.n_rows(loop.train)
+    value, grad = reduced(loop.spec, value, n), reduced(loop.spec, grad, n)
 
     def loss_fn(theta):
-        return model.loss(theta, loop.train)
+        return reduced(loop.spec, model.loss(theta, loop.train), n)
 
     if optim.OPTIMIZERS[loop.spec.optimizer].line_search:
         updates, opt_state = loop.tx.update(
@@ -85,7 +99,8 @@ def full_step(s: State, value: jax.Array, grad: jax.Array, loop: Loop) -> State:
 
 
 def batch_gradient(theta: jax.Array, order: jax.Array, b: jax.Array, loop: Loop) -> jax.Array:
-    """The TSSE gradient at θ̃ of mini-batch ``b`` of the epoch whose round keys are ``order``."""
+    """The gradient at θ̃ of mini-batch ``b``'s loss (its TSSE, or TSSE over its rows: the
+    reduction), in the epoch whose round keys are ``order``."""
     spec, train = loop.spec, loop.train
     if isinstance(train, BatchBlocks | BlockMoments):
         blocks = train[0]  # Zb, or S: per block, its rows or its moments
@@ -94,12 +109,14 @@ def batch_gradient(theta: jax.Array, order: jax.Array, b: jax.Array, loop: Loop)
         )
         ids = jnp.where(mask, ids, blocks.shape[0] - 1)  # past the end: the zero block
         if isinstance(train, BlockMoments):
-            return model.tsse_grad_moments(theta, jnp.sum(blocks[ids], axis=0))
-        return jax.grad(model.tsse_blocks)(theta, blocks[ids])
+            S = jnp.sum(blocks[ids], axis=0)  # S[0, 0] = Σ 1 over the batch's real rows
+            return reduced(spec, model.tsse_grad_moments(theta, S), S[0, 0])
+        Zb = blocks[ids]  # row 0 of a block: 1 for a real row, 0 for padding
+        return reduced(spec, jax.grad(model.tsse_blocks)(theta, Zb), jnp.sum(Zb[:, 0]))
     idx, mask = shuffle.batch_rows(order, loop.n, spec.batch_size, b)
     rows = train.Z[idx]
     X, y, w = rows[:, :-1], rows[:, -1], mask.astype(rows.dtype)
-    return jax.grad(model.tsse)(theta, X, y, w)
+    return reduced(spec, jax.grad(model.tsse)(theta, X, y, w), jnp.sum(w))
 
 
 def batch_mse(theta: jax.Array, order: jax.Array, b: jax.Array, loop: Loop) -> jax.Array:

@@ -48,11 +48,17 @@ def progress(line: Callable[[int, fit.History], str], file=None):
     return on_chunk
 
 
-def _progress(total: int, fold: str):
+def _progress(total: int, fold: str, y_scale: float = 1.0):
+    """Progress lines; ``y_scale`` (σ_y) turns the loop's MSEs into the target's units."""
+
+    def mse(v) -> float:
+        with np.errstate(over="ignore"):
+            return float(np.float64(v) * y_scale * y_scale)
+
     return progress(
         lambda done, rows: (
-            f"  {fold}epoch {done}/{total}  train MSE {rows.train_mse[-1]:.6g}  "
-            f"test MSE {rows.test_mse[-1]:.6g}"
+            f"  {fold}epoch {done}/{total}  train MSE {mse(rows.train_mse[-1]):.6g}  "
+            f"test MSE {mse(rows.test_mse[-1]):.6g}"
         )
     )
 
@@ -89,10 +95,12 @@ def train_folds(p: Prepared, *, progress: bool = True) -> list[fit.FitResult]:
                 fit.fit(
                     *p.arrays(i),
                     spec=p.spec,
-                    hyper=p.hyper,
+                    hyper=p.hyper_of(i),
                     key=jax.random.fold_in(p.shuffle_key, i),
                     dtype=jnp.dtype(p.cfg.train.dtype),
-                    on_chunk=_progress(p.spec.epochs, label) if progress else None,
+                    on_chunk=(
+                        _progress(p.spec.epochs, label, p.scalers[i].y_scale) if progress else None
+                    ),
                     theta0=start_theta(p, i, fits),
                 )
             )
@@ -196,7 +204,7 @@ def run(
 def raise_if_diverged(p: Prepared, outcome: Outcome, sweep: SweepJob | None = None) -> None:
     """Raise :class:`~lrexp.pipeline.outcome.Diverged` if a fold did, after the summary (a
     sweep's job prints none: its error line says it diverged)."""
-    error = outcome.diverged(p.checks.stable_lr)
+    error = outcome.diverged(p.divergence_advice())
     if error is not None:
         if sweep is None:
             print_summary(p, outcome)

@@ -87,7 +87,7 @@ def train_batch(members: list[tuple[Job, Prepared]]) -> list[list[fit.FitResult]
         results = fit.fit_batch(
             *stacked,
             spec=spec,
-            hypers=[p.hyper for p in ps],
+            hypers=[p.hyper_of(i) for p in ps],
             keys=keys,
             dtype=dtype,
             shared_data=shared,
