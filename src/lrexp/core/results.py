@@ -114,8 +114,9 @@ def fold_summary(f: FoldResult, true_theta: np.ndarray | None) -> dict[str, floa
         "min_test_mse": float(np.nanmin(h.test_mse)),
         "best_epoch": float(np.nanargmin(h.test_mse)),
         "optimal_train_mse": f.optimum["mse"],
-        # (MSE − MSE*) / var(y_train), as R²* − R²: see lrexp.core.verdict
-        "excess_train_mse": f.optimum["r2"] - f.train["r2"],
+        # (MSE − MSE*) / var(y_train), as R²* − R²: see lrexp.core.verdict; undefined (None)
+        # where var(y_train) is 0, as R² is
+        "excess_train_mse": (None if f.train["r2"] is None else f.optimum["r2"] - f.train["r2"]),
         "gap_tsse": f.train["tsse"] - f.optimum["tsse"],
         "gap_theta": float(np.linalg.norm(f.theta - f.theta_star)),
         "condition_number": f.condition_number,
