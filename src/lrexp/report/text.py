@@ -17,9 +17,9 @@ def _fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.6g}"
 
 
-def _epochs_line(s: dict, folds: int) -> str:
+def _epochs_line(s: dict, folds: int, sequential: bool = False) -> str:
     """Epochs and steps run, and where (or in how many folds) the tolerance stopped training;
-    means over folds labelled as such."""
+    means over folds labelled as such (sequential CV's one model: totals over its folds)."""
     cond = f"cond(X̃) {_fmt(s['condition_number'])}"
     if folds == 1:
         return (
@@ -27,6 +27,11 @@ def _epochs_line(s: dict, folds: int) -> str:
             f"tolerance met at epoch {_fmt(s['epochs_to_tol'])}  {cond}"
         )
     met = sum(s[f"fold_{i}/epochs_to_tol"] is not None for i in range(1, folds + 1))
+    if sequential:
+        return (
+            f"  epochs {_fmt(s['epochs_run'])}  steps {_fmt(s['steps_run'])} (all {folds} folds)  "
+            f"tolerance met in {met} of {folds} folds  {cond} (mean)"
+        )
     return (
         f"  epochs (mean over {folds} folds) {s['epochs_run']:.3g}  "
         f"steps (mean) {s['steps_run']:.3g}  tolerance met in {met} of {folds} folds  {cond} (mean)"
@@ -75,7 +80,7 @@ def summary_text(
         f"test R² {_fmt(s['final_test_r2'])}{mean}",
         f"  optimum train MSE {_fmt(s['optimal_train_mse'])}  gap TSSE−TSSE* "
         f"{_fmt(s['gap_tsse'])}  ‖θ−θ*‖ {_fmt(s['gap_theta'])}{mean}",
-        _epochs_line(s, folds),
+        _epochs_line(s, folds, sequential),
     ]
     if verdict is not None:
         lines += _verdict_lines(verdict)
