@@ -179,6 +179,8 @@ def write_csv_inputs(workdir: Path, argv: list[str]) -> None:
     opts = dict(a.split("=", 1) for a in argv if "=" in a)
     if opts.get("data") != "csv" or "data.path" not in opts:
         return
+    if (workdir / opts["data.path"]).exists():  # made by an earlier README command
+        return
     features = opts.get("data.features", "[x1,x2]").strip("[]").split(",")
     target = opts.get("data.target", "y")
     rng = np.random.default_rng(0)
