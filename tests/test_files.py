@@ -150,7 +150,7 @@ def test_command_line_trains_on_parquet_into_the_default_store(tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.params["data.path"] == "houses.parquet"
     assert run.data.params["run.n_features"] == "4"  # area, rooms, city=Nice, city=Paris
-    assert abs(run.data.metrics["theta_4"] - 20.0) < 0.1  # Paris over Lyon
+    assert abs(run.data.metrics["model/theta_4"] - 20.0) < 0.1  # Paris over Lyon
 
 
 # --- bad files: one line, exit 2, no run ------------------------------------------------------

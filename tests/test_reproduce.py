@@ -229,7 +229,7 @@ def diverged(logged) -> tuple[str, dict, int]:
     """A run that diverged (FAILED, ``diverged_step`` logged): its id, logged config and step."""
     name = MlflowClient(logged.uri).get_experiment(logged.experiment_id).name
     overrides = [f"tracking.uri={logged.uri}", f"tracking.experiment={name}", *SMALL]
-    overrides += ["optimizer=sgd", "optimizer.lr=0.5"]
+    overrides += ["optimizer=sgd", "optimizer.lr=0.5", "train.reduction=sum"]
     with pytest.raises(pipeline.Diverged):
         pipeline.run(typed_config(*overrides), base_dir=logged.base_dir, overrides=overrides)
     client = MlflowClient(logged.uri)

@@ -22,7 +22,11 @@ def text_table(frame: pd.DataFrame, width: int | None = None) -> str:
         n = 1
         while n < len(rest) and _fits(frame[["run", *rest[: n + 1]]], width):
             n += 1
-        blocks.append(_render(frame[["run", *rest[:n]]]))
+        block = frame[["run", *rest[:n]]]
+        if n == 1 and not _fits(block, width):  # one column too wide on its own: cut its values
+            room = max(8, width - max(3, *(len(s) for s in block["run"])) - 2)
+            block = block.assign(**{rest[0]: [cut(str(v), room) for v in block[rest[0]]]})
+        blocks.append(_render(block))
         rest = rest[n:]
     return "\n\n".join(blocks)
 
