@@ -230,7 +230,7 @@ def test_parallel_sweep_on_postgres_backed_server_records_every_run(tmp_path):
             ("sgd", "0"),
             ("sgd", "1"),
         ]
-        theta = {"bias", *(f"theta_{i}" for i in range(1, 6))}
+        theta = {"model/bias", *(f"model/theta_{i}" for i in range(1, 6))}
         for r in children:
             assert theta <= set(r.data.metrics), r.data.metrics
             assert r.data.metrics["epochs_run"] == 2
