@@ -231,7 +231,7 @@ def test_a_newcomer_goes_from_the_home_page_to_a_sweeps_runs_plots_and_compariso
         step("run")
         # ... and its charts: the "Model metrics" tab draws one chart per logged metric.
         click(d, d.find_element(By.XPATH, '//*[@role="tab"][.//text()="Model metrics"]'))
-        wait_for_text(d, "final_test_mse")
+        wait_for_text(d, "loss", "train_mse")  # the loss section leads (tests/test_ui_metrics.py)
         WebDriverWait(d, WAIT_S).until(
             lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot, canvas, svg.main-svg")
         )
