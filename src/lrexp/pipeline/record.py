@@ -21,7 +21,7 @@ from lrexp.config import Config, ConfigError, render
 from lrexp.core import results
 from lrexp.pipeline import provenance
 from lrexp.report import plots
-from lrexp.tracking import client, store
+from lrexp.tracking import client, hooks, store
 
 if TYPE_CHECKING:
     from lrexp.pipeline.job import SweepJob
@@ -57,14 +57,12 @@ def start(
     """
     tracking = client.calls()
     uri = store.resolve_uri(cfg.tracking.uri, base_dir)
-    unreachable = store.check_server(uri)
-    if unreachable is not None:
-        raise ConfigError(
-            "tracking.uri",
-            cfg.tracking.uri,
-            f"{unreachable}; start the server, "
-            "or track locally with tracking.uri=sqlite:///mlflow.db",
-        )
+    problem = store.problem(uri)
+    if problem is not None:
+        raise ConfigError("tracking.uri", cfg.tracking.uri, problem)
+    problem = store.experiment_problem(uri, None if sweep else cfg.tracking.experiment)
+    if problem is not None:
+        raise ConfigError("tracking.experiment", cfg.tracking.experiment, problem)
     tags = provenance.tags(cfg.train.dtype)
     tags.update(
         {
@@ -115,6 +113,7 @@ def log_inputs(p: Prepared, overrides: list[str]) -> None:
     tracking = client.calls()
     params, files = inputs(p, overrides)
     tracking.log_params(params)
+    hooks.pause_at("params")
     tracking.log_files(tracking.active_run_id(), files)
     log_dataset(p)
 
@@ -219,17 +218,34 @@ def log_outputs(
     params: Mapping[str, Any] = {},
     files: Mapping[str, str] = {},
 ) -> None:
-    """The model, then curves and summary metrics in batches, then θ, the full history and the
-    figures as one copy of artifacts; ``params`` and ``files`` go in the same requests (a run
-    logged after its training: its inputs too, see :func:`input_params`, :func:`config_files`)."""
+    """The curves; then θ, the full history and the figures as one copy of artifacts; then the
+    model (the slow part) at the last epoch; then the summary metrics, linked to the model.
+
+    Each is sent before the next begins, so a fault (a signal, a full disk) in a later one keeps
+    what the earlier ones stored. MLflow links to a new model the metrics already logged at its
+    step: the curves' values at the last epoch, the model's own. ``params`` and ``files`` go in
+    the same requests (a run logged after its training: its inputs too, see :func:`inputs`)."""
     tracking = client.calls()
     ds, folds, names = outcome.dataset, outcome.folds, outcome.names
     t = p.cfg.tracking
+    curves = results.curves(folds, names)
+    log_curves(outcome.run_id, curves, {}, t.max_curve_points, None, params)
+    hooks.pause_at("curves")
+    tracking.log_files(outcome.run_id, {**files, **output_files(p, outcome, curves)})
+    hooks.pause_at("artifacts")
     model_id = None
     if logs_model(p.cfg, sweep):
-        model_id = tracking.log_model(outcome.theta, list(ds.feature_names), example_rows(p))
-    curves = results.curves(folds, names)
-    log_curves(outcome.run_id, curves, outcome.summary, t.max_curve_points, model_id, params)
+        last = max((len(c) for c in curves.values()), default=1) - 1
+        model_id = tracking.log_model(
+            outcome.theta, list(ds.feature_names), example_rows(p), step=last
+        )
+    tracking.log_batch(outcome.run_id, scalars=outcome.summary, model_id=model_id)
+    hooks.pause_at("end")
+
+
+def output_files(p: Prepared, outcome: Outcome, curves: dict[str, np.ndarray]) -> dict[str, str]:
+    """θ (``theta.json``), every curve at every epoch (``history.csv``) and the figures."""
+    ds, folds, names = outcome.dataset, outcome.folds, outcome.names
     theta = {
         "names": names,
         "theta": outcome.theta.tolist(),
@@ -246,15 +262,11 @@ def log_outputs(
     def fitted(rows):
         return w[0] + np.asarray(ds.X[rows], dtype=np.float64) @ w[1:]
 
-    tracking.log_files(
-        outcome.run_id,
-        {
-            **files,
-            "theta.json": json.dumps(theta, indent=2),
-            "history.csv": history_csv(curves),
-            "plots/loss_curve.svg": plots.loss_curve(curves, optimal, len(folds), p.title),
-            "plots/fitted_vs_actual.svg": plots.fitted_vs_actual(
-                ds.y[tr], fitted(tr), ds.y[te], fitted(te), ds.target_name
-            ),
-        },
-    )
+    return {
+        "theta.json": json.dumps(theta, indent=2),
+        "history.csv": history_csv(curves),
+        "plots/loss_curve.svg": plots.loss_curve(curves, optimal, len(folds), p.title),
+        "plots/fitted_vs_actual.svg": plots.fitted_vs_actual(
+            ds.y[tr], fitted(tr), ds.y[te], fitted(te), ds.target_name
+        ),
+    }

@@ -103,8 +103,9 @@ class Tracker(Channel):
         *,
         run_id: str | None = None,
         uri: str | None = None,
+        step: int = 0,
     ) -> str:
-        return self._call("log_model", theta, features, example, run_id=run_id, uri=uri)
+        return self._call("log_model", theta, features, example, run_id=run_id, uri=uri, step=step)
 
     def set_tags(self, uri: str, run_id: str, tags: Mapping[str, str]) -> None:
         self._call("set_tags", uri, run_id, tags)

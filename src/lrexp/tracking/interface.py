@@ -91,6 +91,7 @@ class TrackingCalls(Protocol):
         *,
         run_id: str | None = None,
         uri: str | None = None,
+        step: int = 0,
     ) -> str: ...
 
     @pipelined

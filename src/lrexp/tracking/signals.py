@@ -56,3 +56,18 @@ def ending(e: BaseException, trace: str) -> tuple[str, str | None, str | None]:
     if isinstance(e, STOPS):
         return "KILLED", reason(e), None
     return "FAILED", reason(e), trace
+
+
+def exit_code(e: BaseException) -> int:
+    """The shell's status for a process stopped by ``e``: 128 + the signal's number."""
+    return 128 + (signal.SIGINT if isinstance(e, KeyboardInterrupt) else signal.SIGTERM)
+
+
+# The errors of the store (lrexp's own, and MLflow's, carried back from the tracking process).
+STORE_ERRORS = {"StoreLocked", "StoreError", "TrackerError", "MlflowException", "OperationalError"}
+
+
+def store_failure(e: BaseException) -> bool:
+    """Whether ``e`` is the store's failure (reported in a line) rather than a bug in lrexp."""
+    notes = "".join(getattr(e, "__notes__", []))
+    return type(e).__name__ in STORE_ERRORS or "(in lrexp's tracking process)" in notes
