@@ -23,18 +23,25 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from lrexp.tracking import channel, hooks
+from lrexp.tracking import channel, hooks, lifecycle
+
+# This process reads stores that runs are creating: its MLflow, too, must create one only under
+# lrexp's lock, which importing lifecycle arranges.
+assert lifecycle.init_store
 
 FULL = os.environ.get("LREXP_FULL_MATRIX") == "1" or os.environ.get("CI_FULL") == "1"
-EXIT_S = 20  # a process stopped by a signal has exited within this
+EXIT_S = 30  # a process stopped by a signal has exited within this (a loaded machine)
 SMALL = ["train.epochs=3", "data.n=200"]
 EXPERIMENT = "hostile"
 
 
 # --- running lrexp --------------------------------------------------------------------------------
-def launch(cwd: Path, *overrides: str, pause: str | None = None, **env: str) -> subprocess.Popen:
+def launch(
+    cwd: Path, *overrides: str, pause: str | None = None, logs: Path | None = None, **env: str
+) -> subprocess.Popen:
     """``python -m lrexp.train`` in ``cwd`` (its own process group), tracking to cwd/mlflow.db;
-    output to files (a tracking process left to finish must not hold a pipe open)."""
+    output to files in ``logs`` (default ``cwd``; a tracking process left to finish must not
+    hold a pipe open)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "LREXP_HEARTBEAT_S": "0.5", **env}
     if pause is not None:
         env.update(LREXP_TEST_PAUSE_AT=pause, LREXP_TEST_PAUSE_DIR=str(cwd))
@@ -43,7 +50,8 @@ def launch(cwd: Path, *overrides: str, pause: str | None = None, **env: str) -> 
         args.append(f"tracking.uri=sqlite:///{cwd / 'mlflow.db'}")
     if not any(o.startswith("tracking.experiment=") for o in overrides):
         args.append(f"tracking.experiment={EXPERIMENT}")
-    out, err = (open(cwd / f"{name}.txt", "w") for name in ("stdout", "stderr"))  # noqa: SIM115
+    logs = logs or cwd
+    out, err = (open(logs / f"{name}.txt", "w") for name in ("stdout", "stderr"))  # noqa: SIM115
     with out, err:
         return subprocess.Popen(
             args, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True
@@ -339,17 +347,25 @@ def test_a_disk_that_fills_during_the_run_ends_it_never_running_and_reap_works(t
         uri = f"sqlite:///{disk / 'mlflow.db'}"
         proc = launch(disk, "train.seed=99", f"tracking.uri={uri}")
         assert proc.wait(timeout=300) == 0, stderr_of(disk)
-        proc = launch(disk, "train.seed=1", f"tracking.uri={uri}", pause="training", **FAST_LOCK)
+        # the full disk is the launch directory; what it prints goes to the test's own disk
+        proc = launch(
+            disk,
+            "train.seed=1",
+            f"tracking.uri={uri}",
+            pause="training",
+            logs=tmp_path,
+            **FAST_LOCK,
+        )
         wait_paused(disk, "training", proc)
         with contextlib.suppress(OSError), open(disk / "filler", "wb") as f:
             while True:
                 f.write(b"\0" * 65536)
                 f.flush()
         release(disk, "training")
-        assert proc.wait(timeout=120) != 0
-        one_error_line(disk)
+        assert proc.wait(timeout=120) == 4
+        assert "full" in one_error_line(tmp_path)
         statuses = {r.data.params.get("train.seed"): r.info.status for r in settled(disk, 150)}
-        assert statuses["99"] == "FINISHED" and statuses.get("1", "FAILED") != "RUNNING"
+        assert statuses == {"99": "FINISHED", "1": "FAILED"}  # ended, though nothing else fits
         reaped = reap(disk)
         assert reaped.returncode == 0 and "Traceback" not in reaped.stderr
         with sqlite3.connect(disk / "mlflow.db") as c:
@@ -420,3 +436,64 @@ def test_a_tracking_uri_or_experiment_that_cannot_work_fails_before_any_run(tmp_
         assert [r.info.run_id for r in runs(tmp_path)] == [r.info.run_id for r in before]
     else:
         assert not (tmp_path / "mlflow.db").exists()  # no run anywhere, no store made
+
+
+# --- the channel: a tracking process never waits forever on its training process -----------------
+@contextlib.contextmanager
+def bare_server(tmp_path: Path, trainer: int | None, **env: str):
+    """A tracking process served over a raw socket: the test plays its training process, and
+    can do what lrexp's own side never does (stop mid-message, fall silent)."""
+    ours, theirs = socket.socketpair()
+    code = f"from lrexp.tracking.server import serve; serve({theirs.fileno()}, [], {trainer})"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "bare"],
+        pass_fds=[theirs.fileno()],
+        env={**os.environ, "LREXP_HEARTBEAT_S": "0.2", **env},
+    )
+    theirs.close()
+    try:
+        yield ours, proc
+    finally:
+        ours.close()
+        proc.wait(timeout=60)
+
+
+def open_bare_run(sock: socket.socket, uri: str) -> str:
+    channel.send_frame(sock, ("open", (uri, "bare", "bare", {}), {"exp_id": None}))
+    kind, run_id = channel.recv_frame(sock)
+    assert kind == "ok", run_id
+    return run_id
+
+
+def test_a_message_cut_short_ends_the_run_killed_instead_of_a_wait_forever(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with bare_server(tmp_path, None, LREXP_FRAME_S="2") as (sock, proc):
+        run_id = open_bare_run(sock, uri)
+        sock.sendall(channel.HEADER.pack(1000) + b"x" * 10)  # then nothing: a writer stuck
+        assert proc.wait(timeout=60) == 0  # it gave up on the message, and ended
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert "cut short" in run.data.tags["lrexp.failure_reason"]
+
+
+def test_the_heartbeat_stops_while_the_training_process_is_silent_or_gone(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    client = MlflowClient(uri)
+    with bare_server(tmp_path, trainer.pid, LREXP_SILENT_S="1") as (sock, proc):
+        run_id = open_bare_run(sock, uri)
+        beats = set()
+        while len(beats) < 3:  # it beats while the training process was heard from lately
+            channel.send_frame(sock, channel.PING)
+            beats.add(client.get_run(run_id).data.tags["lrexp.heartbeat"])
+            time.sleep(0.1)
+        time.sleep(1.5)  # silent past LREXP_SILENT_S: no more beats
+        silent = client.get_run(run_id).data.tags["lrexp.heartbeat"]
+        time.sleep(1.0)
+        assert client.get_run(run_id).data.tags["lrexp.heartbeat"] == silent
+        trainer.kill()  # gone, though its connection stays open (the test holds it)
+        trainer.wait()
+        assert proc.wait(timeout=60) == 0
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["lrexp.failure_reason"] == channel.ORPHANED

@@ -36,7 +36,9 @@ def reap(uri: str, experiment: str | None, older_than: float) -> tuple[list[dict
 
 
 def _line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+    from lrexp.tracking import signals
+
+    return signals.one_line(e)
 
 
 def main(argv: list[str] | None = None) -> int:

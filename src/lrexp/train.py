@@ -93,8 +93,8 @@ def main(cfg: DictConfig) -> float:
     except Exception as e:
         if sweep is None:
             if signals.store_failure(e):  # the store failed: its run ended FAILED with the reason
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                print(f"lrexp: error: tracking.uri={cfg.tracking.uri}: {first}", file=sys.stderr)
+                line = signals.one_line(e)
+                print(f"lrexp: error: tracking.uri={cfg.tracking.uri}: {line}", file=sys.stderr)
                 sys.exit(4)
             raise
         log.exception("job %d failed: %s", hc.job.num, e)  # its run is already FAILED

@@ -39,7 +39,7 @@ ORPHANED = "the training process ended without ending its run (killed, or out of
 PING = ("ping",)  # "still here": no reply
 PING_S = 2.0  # seconds between pings from an idle training process
 REPLY_S = float(os.environ.get("LREXP_REPLY_S", "600"))  # the longest wait for one reply
-CLOSE_S = float(os.environ.get("LREXP_CLOSE_S", "30"))  # … for a run's end, after a stop signal
+CLOSE_S = float(os.environ.get("LREXP_CLOSE_S", "8"))  # … for a run's end, after a stop signal
 HEADER = struct.Struct("!Q")
 
 
@@ -169,15 +169,16 @@ class Channel:
         self._awaited: dict[int, Any] = {}  # submitted requests → their values, once read
         self.run_id: str | None = None  # the open run's id, once its reply is read
         self.used = False  # it was sent work (else it is killed at once when stopped)
+        self._hurry = False  # a stop signal ended the run: the process exits without delay
 
     def alive(self) -> bool:
         if self._gone:
             return False
         return self._proc is None or self._proc.poll() is None
 
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every request sent so far is written to the tracking process."""
-        return self._link.flush(timeout)
+    def sync(self) -> None:
+        """Wait until every request sent so far is carried out (raising the first error)."""
+        self._collect(block=True)
 
     # --- how calls travel ---
     def _call(self, call: str, /, *args: Any, **kwargs: Any) -> Any:
@@ -233,6 +234,7 @@ class Channel:
             yield ACTIVE
         except BaseException as e:
             bounded = isinstance(e, (*signals.STOPS, TrackerError))
+            self._hurry = self._hurry or bounded
             with contextlib.suppress(Exception):  # the error that stopped the run is the one told
                 self._close(
                     signals.ending(e, traceback.format_exc()), CLOSE_S if bounded else REPLY_S
@@ -290,23 +292,28 @@ class Channel:
                 self._awaited[self._read] = value
         return value
 
-    def stop(self, timeout: float = CLOSE_S) -> None:
-        """Let the tracking process finish what was sent (at most ``timeout`` s), and end the
-        connection. A tracking process still busy then is left to finish on its own: it ends
-        its run as it sees the connection close, and exits."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Let the tracking process finish what was sent, and end the connection: within
+        ``timeout`` s (default :data:`REPLY_S`, or :data:`CLOSE_S` once a stop signal or a lost
+        tracking process ended the run). A tracking process still busy then is left to finish on
+        its own: it ends its run as it sees the connection close, and exits."""
+        if timeout is None:
+            timeout = CLOSE_S if self._hurry else REPLY_S
+        deadline = time.monotonic() + timeout
         if not self.used and self._proc is not None:  # it never had work: no need to wait
             self._proc.kill()
         elif not self._gone:
             with contextlib.suppress(Exception):  # its errors were raised, or are moot now
                 self._collect(block=True, wait=timeout)
-        self._link.close(timeout=min(timeout, 30.0))
+        self._link.close(timeout=max(0.0, deadline - time.monotonic()))
         self._gone = True
         if self._proc is None or not self.used:  # a forked one ends as its connection closes
             if self._proc is not None:
                 self._proc.wait()
             return
+        # Everything was answered: all it may have left is to end a run it could not end yet.
         with contextlib.suppress(subprocess.TimeoutExpired):  # busy: it ends its run, and exits
-            self._proc.wait(timeout)
+            self._proc.wait(min(CLOSE_S, max(0.1, deadline - time.monotonic())))
 
 
 def _unpack(data: bytes) -> BaseException:

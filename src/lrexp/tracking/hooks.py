@@ -37,8 +37,8 @@ def pause_at(phase: str) -> None:
     from lrexp.tracking import client
 
     tracker = client.current()
-    if tracker is not None:  # what was sent before the phase has reached the tracking process
-        tracker.flush()
+    if tracker is not None:  # what was sent before the phase is stored (replies read)
+        tracker.sync()
     folder = Path(os.environ.get("LREXP_TEST_PAUSE_DIR", "."))
     go = folder / f"{phase}.go"
     (folder / f"{phase}.paused").write_text(str(os.getpid()))

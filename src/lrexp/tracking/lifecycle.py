@@ -10,6 +10,7 @@ the store.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -65,7 +66,8 @@ def retried(call: Callable[[], Any]) -> Any:
             if attempt == STORE_RETRIES:
                 raise StoreLocked(
                     f"the tracking store stayed locked by another process through "
-                    f"{attempt + 1} waits of about 20 s; everything logged before is kept"
+                    f"{attempt + 1} attempt(s), each waiting SQLite's busy timeout (20 s); "
+                    "everything logged before is kept"
                 ) from e
             time.sleep(1.0 + attempt)
     raise AssertionError("unreachable")
@@ -248,6 +250,9 @@ def _lock_store_creation() -> None:
 
 
 _lock_store_creation()
+# MLflow logs each failed SQL statement with its traceback (hundreds of lines for a locked store);
+# lrexp reports the failure itself, in a line, and records it in the run.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def open_sweep(

@@ -32,7 +32,7 @@ from lrexp.tracking.interface import CALLS
 
 SILENT_S = float(os.environ.get("LREXP_SILENT_S", "30"))  # no ping for this long: no heartbeat
 EXIT_RETRY_S = float(os.environ.get("LREXP_EXIT_RETRY_S", "120"))  # to end a run, at the end
-FRAME_S = 30.0  # a message that has begun arrives whole within this, or the sender is gone
+FRAME_S = float(os.environ.get("LREXP_FRAME_S", "30"))  # a begun message is whole within this
 
 
 def serve(fd: int, spares: list[int] | None = None, trainer: int | None = None) -> None:

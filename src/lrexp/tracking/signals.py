@@ -6,6 +6,7 @@ the compiled chunk in flight (a chunk is sized to take well under a second).
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -71,3 +72,14 @@ def store_failure(e: BaseException) -> bool:
     """Whether ``e`` is the store's failure (reported in a line) rather than a bug in lrexp."""
     notes = "".join(getattr(e, "__notes__", []))
     return type(e).__name__ in STORE_ERRORS or "(in lrexp's tracking process)" in notes
+
+
+def one_line(e: BaseException) -> str:
+    """The gist of ``e`` in a line: for a database's error wrapped by SQLAlchemy and MLflow
+    (statements, parameters, advice), the database's own words ("database or disk is full")."""
+    text = str(e)
+    found = re.search(r"\((?:sqlite3|psycopg2?|pymysql|MySQLdb)\.\w+\) ([^\n\[]+)", text)
+    if found:
+        return found.group(1).strip()
+    lines = [s for s in text.splitlines() if s.strip() and not s.startswith("(raised as")]
+    return lines[0].strip() if lines else type(e).__name__
