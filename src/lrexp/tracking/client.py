@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from lrexp.tracking import hooks
 from lrexp.tracking.channel import ACTIVE, ORPHANED, Channel, TrackerError  # noqa: F401
 from lrexp.tracking.interface import TrackingCalls
 
@@ -190,7 +191,16 @@ def start(more: int = 0) -> Tracker:
         _current = Tracker(forks=more)
         _more.extend(_current.forked)
         atexit.register(stop)
+        if _sync not in hooks.BEFORE_PAUSE:
+            hooks.BEFORE_PAUSE.append(_sync)
     return _current
+
+
+def _sync() -> None:
+    """Wait until this thread's tracking process has carried out everything sent to it."""
+    tracker = current()
+    if tracker is not None:
+        tracker.sync()
 
 
 def single_run(argv: list[str]) -> bool:

@@ -24,21 +24,20 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 PHASES = ("startup", "store", "params", "training", "curves", "artifacts", "model", "end")
 _AT = os.environ.get("LREXP_TEST_PAUSE_AT") or None
+BEFORE_PAUSE: list[Callable[[], None]] = []  # run before pausing (registered by the client)
 
 
 def pause_at(phase: str) -> None:
     """Pause at ``phase`` when a test asked for it (see the module's docstring); else nothing."""
     if phase != _AT:
         return
-    from lrexp.tracking import client
-
-    tracker = client.current()
-    if tracker is not None:  # what was sent before the phase is stored (replies read)
-        tracker.sync()
+    for prepare in BEFORE_PAUSE:  # what was sent before the phase is stored (the client's sync)
+        prepare()
     folder = Path(os.environ.get("LREXP_TEST_PAUSE_DIR", "."))
     go = folder / f"{phase}.go"
     (folder / f"{phase}.paused").write_text(str(os.getpid()))
