@@ -53,7 +53,11 @@ class IncompleteFrame(OSError):
 
 def send_frame(sock: socket.socket, message: Any) -> None:
     """Write ``message`` as one frame (call from a thread that no signal handler interrupts)."""
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    write_frame(sock, pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def write_frame(sock: socket.socket, data: bytes) -> None:
+    """Write pickled ``data`` as one frame."""
     sock.sendall(HEADER.pack(len(data)))
     sock.sendall(data)
 
@@ -84,8 +88,8 @@ def _read(sock: socket.socket, n: int, deadline: float) -> bytes:
 
 
 class _Link:
-    """A socket with a sending thread (requests queued, written whole, pings when idle) and a
-    receiving thread (replies queued)."""
+    """A socket with a sending thread (pickled requests queued, each written whole; pings when
+    idle) and a receiving thread (replies queued)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -96,21 +100,22 @@ class _Link:
             threading.Thread(target=target, daemon=True, name=name).start()
 
     def _send(self) -> None:
+        ping = pickle.dumps(PING)
         while True:
             try:
-                message = self.outbox.get(timeout=PING_S)
+                data = self.outbox.get(timeout=PING_S)
             except queue.Empty:
-                message = PING
-            if message is None:  # closing: everything before it has been written
+                data = ping
+            if data is None:  # closing: everything before it has been written
                 return
             try:
-                send_frame(self.sock, message)
+                write_frame(self.sock, data)
             except OSError as e:
                 self.broken = e
                 self.inbox.put(("gone", e))
                 return
             finally:
-                if message is not PING:
+                if data is not ping:
                     self.outbox.task_done()
 
     def _receive(self) -> None:
@@ -258,7 +263,8 @@ class Channel:
         if self._gone or self._link.broken is not None:
             self._gone = True
             raise TrackerError(f"the tracking process has gone away ({self._link.broken})")
-        self._link.outbox.put(message)
+        # pickled here, as the call is made: the caller may change its arguments afterwards
+        self._link.outbox.put(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
         self._sent += 1
         self.used = True
 

@@ -87,8 +87,8 @@ def damaged(path: Path) -> None:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as db:
             names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
     except sqlite3.DatabaseError as e:
-        if "locked" in str(e):
-            return  # busy, not damaged: writes wait and retry
+        if not any(m in str(e) for m in ("not a database", "malformed")):
+            return  # busy, or a journal to roll back first (a killed writer): SQLite copes
         raise StoreError(
             f"{path} is not a usable SQLite database ({e}); move it aside and rerun "
             "(a new store is made), or restore it from a backup"
