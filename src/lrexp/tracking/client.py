@@ -18,7 +18,9 @@ logged side by side, one thread of the launching process per writer (:func:`bind
 
 The tracking process ignores Ctrl-C and SIGTERM: the training process decides how its run ends
 (KILLED, with the reason) and tells it. If the training process dies without ending its run
-(SIGKILL, out of memory), the tracking process sees the pipe close and ends the run KILLED.
+(SIGKILL, out of memory), the tracking process sees the connection close (or the process gone)
+and ends the run KILLED. Messages travel as whole frames and every wait is bounded (see
+:mod:`lrexp.tracking.channel`): neither process can wait forever on the other.
 """
 
 from __future__ import annotations
