@@ -17,11 +17,9 @@ from pathlib import Path
 if __name__ == "__main__":  # python -m lrexp.train
     # The tracking process starts before JAX is imported (its MLflow start-up overlaps JAX's);
     # then this file is imported as the module lrexp.train, which runs the command and exits.
-    import signal
-
     from lrexp.tracking import client, hooks, signals
 
-    signal.signal(signal.SIGTERM, signals.raise_terminated)  # from here on, stop cleanly
+    signals.install()  # from here on, SIGTERM and SIGINT stop cleanly
     try:
         client.start_for(sys.argv[1:])
         hooks.pause_at("startup")  # a test hook (lrexp.tracking.hooks); nothing when unset

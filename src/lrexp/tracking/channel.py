@@ -237,7 +237,9 @@ class Channel:
         self._open_request = self._sent
         try:
             yield ACTIVE
+            signals.raise_pending()  # a stop request whose exception was dropped on the way
         except BaseException as e:
+            signals.seen(e)
             bounded = isinstance(e, (*signals.STOPS, TrackerError))
             self._hurry = self._hurry or bounded
             with contextlib.suppress(Exception):  # the error that stopped the run is the one told
@@ -259,6 +261,7 @@ class Channel:
 
     def _send(self, message: tuple, *, check: bool = True) -> None:
         if check:
+            signals.raise_pending()
             self._collect(block=False)
         if self._gone or self._link.broken is not None:
             self._gone = True

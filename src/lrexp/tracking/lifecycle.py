@@ -204,7 +204,9 @@ def run(
     try:
         with Heartbeat(uri, run_id):
             yield run_id
+            signals.raise_pending()  # a stop request whose exception was dropped on the way
     except BaseException as e:
+        signals.seen(e)
         close_run(*signals.ending(e, traceback.format_exc()), uri=uri, run_id=run_id)
         raise
     close_run("FINISHED", uri=uri, run_id=run_id)

@@ -1,13 +1,17 @@
 """Stopping requests from outside: SIGTERM (schedulers, ``docker stop``) raises like Ctrl-C does.
 
 Python runs signal handlers between bytecodes, so a handler that raises stops a run at the end of
-the compiled chunk in flight (a chunk is sized to take well under a second).
+the compiled chunk in flight (a chunk is sized to take well under a second). A handler can also
+run inside a garbage-collection callback (JAX has one), where Python prints the exception and
+drops it: so the handlers here also keep the request (:func:`raise_pending`), and a run that
+ends with a stop request still pending ends KILLED all the same.
 """
 
 from __future__ import annotations
 
 import re
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,23 +22,60 @@ class Terminated(BaseException):
 
 
 STOPS = (KeyboardInterrupt, Terminated)  # requests to stop: the run ends KILLED, not FAILED
+_pending: list[BaseException] = []  # a stop request not yet seen through to a run's end
 
 
 def raise_terminated(signum, frame) -> None:
-    raise Terminated("terminated by SIGTERM")
+    _pending[:] = [Terminated("terminated by SIGTERM")]
+    raise _pending[0]
+
+
+def raise_interrupted(signum, frame) -> None:
+    _pending[:] = [KeyboardInterrupt()]
+    raise _pending[0]
+
+
+def raise_pending() -> None:
+    """Raise the stop request that a signal made but that did not propagate (dropped where
+    the handler ran); nothing if there is none."""
+    if _pending:
+        raise _pending.pop()
+
+
+def seen(e: BaseException) -> None:
+    """``e`` reached the code that ends the run: the request it carries is being honoured."""
+    if isinstance(e, STOPS):
+        _pending.clear()
+
+
+def _unraisable(info) -> None:  # sys.unraisablehook
+    if isinstance(info.exc_value, STOPS) and _pending:
+        return  # a stop request dropped in a callback: kept, and honoured (no traceback)
+    sys.__unraisablehook__(info)
+
+
+def install() -> None:
+    """From now on SIGTERM and SIGINT raise, and each request is kept until honoured."""
+    signal.signal(signal.SIGTERM, raise_terminated)
+    signal.signal(signal.SIGINT, raise_interrupted)
+    sys.unraisablehook = _unraisable
 
 
 @contextmanager
 def sigterm_raises() -> Iterator[None]:
-    """Within the block, SIGTERM raises :class:`Terminated` (main thread only; else a no-op)."""
+    """Within the block, SIGTERM raises :class:`Terminated` and SIGINT KeyboardInterrupt, each
+    kept until honoured (main thread only; else a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.signal(signal.SIGTERM, raise_terminated)
+    previous_int = signal.signal(signal.SIGINT, raise_interrupted)
+    sys.unraisablehook = _unraisable
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def reason(e: BaseException) -> str:
