@@ -142,6 +142,9 @@ def test_sigkill_leaves_a_run_that_reap_marks_killed_while_a_live_run_is_spared(
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     doomed = start(tmp_path, uri, "doomed", *LONG, heartbeat=0.5, session=True)
     wait_for_training(doomed)
+    deadline = time.monotonic() + 60  # the run is made while it trains: wait until it exists
+    while not runs_in(uri, "doomed") and time.monotonic() < deadline:
+        time.sleep(0.1)
     os.killpg(doomed.pid, signal.SIGKILL)  # the run and its tracking process: nothing can react
     doomed.wait(timeout=30)
     assert only_run(uri, "doomed").info.status == "RUNNING"

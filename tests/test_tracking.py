@@ -525,12 +525,17 @@ def test_logged_model_signature_names_the_feature_columns(adam_run, store_uri):
     assert model.metadata.get_input_schema().input_names() == list(out.dataset.feature_names)
 
 
-def test_logged_model_carries_the_runs_summary_metrics_only(adam_run, store_uri):
+def test_logged_model_carries_the_runs_summary_and_its_last_epochs_values(adam_run, store_uri):
     out = adam_run.outcome
     (info,) = _logged_models(store_uri, adam_run.experiment_id, out.run_id)
-    linked = {m.key: m.value for m in info.metrics}
-    assert linked["final_test_mse"] == pytest.approx(out.summary["final_test_mse"], rel=1e-9)
-    assert not set(CURVES) & set(linked)  # not the curves' starting points (step 0)
+    linked = {m.key: m for m in info.metrics}
+    assert linked["final_test_mse"].value == pytest.approx(out.summary["final_test_mse"], rel=1e-9)
+    client = MlflowClient(store_uri)
+    assert set(CURVES) & set(linked)
+    for key in set(CURVES) & set(linked):  # the curves at the model's epoch (the last), not at 0
+        last = max(client.get_metric_history(out.run_id, key), key=lambda m: m.step)
+        assert (linked[key].step, linked[key].value) == (last.step, last.value)
+        assert last.step > 0
 
 
 def test_log_model_false_logs_no_model(default_run, store_uri):

@@ -2,12 +2,15 @@
 
 Hydra's own composition errors span several lines and end with advice about stack traces. For a
 single run, lrexp composes the overrides once first (about 0.1 s) and, if that fails, prints
-``lrexp: error: key=value: what is allowed`` and exits with status 2. Multiruns and Hydra's own
-flags (``--cfg``, ``--help``, …) go to Hydra unchanged.
+``lrexp: error: key=value: what is allowed`` and exits with status 2. The tracking URI and the
+experiment are checked too (:func:`tracking_error`), so that no run trains only to find it
+cannot be stored. Multiruns and Hydra's own flags (``--cfg``, ``--help``, …) go to Hydra
+unchanged.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import fields, is_dataclass
 
@@ -77,13 +80,32 @@ def error(overrides: list[str]) -> str | None:
     try:
         with initialize_config_module(version_base="1.3", config_module="lrexp.conf"):
             cfg = compose("config", overrides=overrides)
-        config.to_object(cfg)
+        typed = config.to_object(cfg)
     except config.ConfigError as e:
         return str(e)
     except Exception as e:  # Hydra's and OmegaConf's composition errors
         if type(e).__name__ == "MissingMandatoryValue":
             return None  # a required value (data.path=???): the run reports it, naming the key
         return _explain(e, overrides)
+    return tracking_error(typed.tracking.enabled, typed.tracking.uri, typed.tracking.experiment)
+
+
+def tracking_error(enabled: bool, uri: str, experiment: str) -> str | None:
+    """Why runs cannot be stored at tracking URI ``uri`` in ``experiment``, in one line (checked
+    in seconds, without MLflow: scheme, reachability, a writable directory, a sound store, the
+    experiment's name and whether it was deleted); None when they can."""
+    from lrexp.tracking import store
+
+    if not enabled:
+        return None
+    resolved = store.resolve_uri(uri, os.getcwd())
+    problem = store.problem(resolved)
+    if problem is not None:
+        return f"tracking.uri={uri}: {problem}"
+    problem = store.experiment_problem(resolved, experiment)
+    if problem is not None:
+        shown = experiment if len(experiment) <= 60 else experiment[:57] + "..."
+        return f"tracking.experiment={shown}: {problem}"
     return None
 
 

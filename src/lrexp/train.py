@@ -17,11 +17,17 @@ from pathlib import Path
 if __name__ == "__main__":  # python -m lrexp.train
     # The tracking process starts before JAX is imported (its MLflow start-up overlaps JAX's);
     # then this file is imported as the module lrexp.train, which runs the command and exits.
-    from lrexp.tracking import client
+    from lrexp.tracking import client, hooks, signals
 
-    client.start_for(sys.argv[1:])
-    from lrexp.train import command_line
-
+    signals.install()  # from here on, SIGTERM and SIGINT stop cleanly
+    try:
+        client.start_for(sys.argv[1:])
+        hooks.pause_at("startup")  # a test hook (lrexp.tracking.hooks); nothing when unset
+        from lrexp.train import command_line
+    except signals.STOPS as e:
+        client.stop()
+        print(f"lrexp: stopped: {signals.reason(e)}", file=sys.stderr, flush=True)
+        os._exit(signals.exit_code(e))
     command_line(sys.argv[1:])
 
 import hydra
@@ -84,12 +90,9 @@ def main(cfg: DictConfig) -> float:
         return float("inf")  # a sweeper can rank it: worse than any finite result
     except Exception as e:
         if sweep is None:
-            if type(e).__name__ == "StoreLocked":  # tracking.StoreLocked (mlflow loads lazily)
-                print(
-                    f"lrexp: error: tracking.uri={cfg.tracking.uri!r}: {e}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            if signals.store_failure(e):  # the store failed: its run ended FAILED with the reason
+                line = signals.one_line(e)
+                print(f"lrexp: error: tracking.uri={cfg.tracking.uri}: {line}", file=sys.stderr)
                 sys.exit(4)
             raise
         log.exception("job %d failed: %s", hc.job.num, e)  # its run is already FAILED
@@ -158,6 +161,9 @@ def command_line(argv: list[str]) -> None:
         cli()
     except SystemExit as e:
         code = e.code
+    except signals.STOPS as e:  # its run ended KILLED, with the reason and what it had stored
+        print(f"lrexp: stopped: {signals.reason(e)}", file=sys.stderr, flush=True)
+        code = signals.exit_code(e)
     else:
         code = 0
     if not (client.single_run(argv) or (client.batched_sweep(argv) and code == 0)):

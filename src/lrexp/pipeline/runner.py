@@ -24,6 +24,7 @@ from lrexp.core import data, fit, optim, results, verdict
 from lrexp.pipeline.outcome import Outcome
 from lrexp.pipeline.prepare import Prepared, prepare
 from lrexp.report import text
+from lrexp.tracking import hooks
 from lrexp.tracking.store import resolve_uri
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ def progress(line: Callable[[int, fit.History], str], file=None):
     last = [start]
 
     def on_chunk(epochs_done: int, rows: fit.History) -> None:
+        hooks.pause_at("training")  # a test hook (lrexp.tracking.hooks); nothing when unset
         now = time.perf_counter()
         if now - start > PROGRESS_AFTER_S and now - last[0] >= 1.0:
             last[0] = now

@@ -3,19 +3,32 @@
 :class:`~lrexp.tracking.client.Tracker` adds the calls; this is how they travel. The training side
 sends requests in order and reads their replies in order; a pipelined request's reply is read at
 the next request that waits, which raises its error there.
+
+Nothing here can deadlock. Each message is one frame (an 8-byte length, then the pickle),
+written whole by a thread of its own and read back by another: a signal handler runs only in the
+main thread, so one that raises (Ctrl-C, SIGTERM) never leaves a frame half-written or half-read.
+The main thread only queues requests and waits for replies, each wait bounded
+(:data:`REPLY_S`). The sending thread also sends a ping every :data:`PING_S` seconds: the
+tracking process stamps the run's heartbeat only while it hears from this process (see
+:mod:`lrexp.tracking.server`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
+import queue
+import select
 import socket
+import struct
 import subprocess
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from multiprocessing.connection import Connection
 from typing import Any
 
 from lrexp.tracking import signals
@@ -23,47 +36,154 @@ from lrexp.tracking.interface import PIPELINED
 
 ACTIVE = "lrexp:active-run"  # stands for the open run's id until the tracking process has made it
 ORPHANED = "the training process ended without ending its run (killed, or out of memory)"
+PING = ("ping",)  # "still here": no reply
+PING_S = 2.0  # seconds between pings from an idle training process
+REPLY_S = float(os.environ.get("LREXP_REPLY_S", "600"))  # the longest wait for one reply
+CLOSE_S = float(os.environ.get("LREXP_CLOSE_S", "8"))  # … for a run's end, after a stop signal
+HEADER = struct.Struct("!Q")
 
 
 class TrackerError(RuntimeError):
     """The tracking process went away, or failed in a way that cannot be passed back."""
 
 
+class IncompleteFrame(OSError):
+    """A frame began but did not arrive whole in time: the writer died or hung mid-message."""
+
+
+def send_frame(sock: socket.socket, message: Any) -> None:
+    """Write ``message`` as one frame (call from a thread that no signal handler interrupts)."""
+    write_frame(sock, pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def write_frame(sock: socket.socket, data: bytes) -> None:
+    """Write pickled ``data`` as one frame."""
+    sock.sendall(HEADER.pack(len(data)))
+    sock.sendall(data)
+
+
+def recv_frame(sock: socket.socket, whole_within: float = 30.0) -> Any:
+    """Read one frame (blocking until it begins); raise EOFError if the peer closed first, and
+    :class:`IncompleteFrame` if, once begun, the frame is not whole within ``whole_within`` s."""
+    first = sock.recv(1)
+    if not first:
+        raise EOFError
+    deadline = time.monotonic() + whole_within
+    (size,) = HEADER.unpack(first + _read(sock, HEADER.size - 1, deadline))
+    return pickle.loads(_read(sock, size, deadline))
+
+
+def _read(sock: socket.socket, n: int, deadline: float) -> bytes:
+    chunks, got = [], 0
+    while got < n:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([sock], [], [], left)[0]:
+            raise IncompleteFrame(f"a message stopped after {got} of {n} bytes")
+        chunk = sock.recv(min(n - got, 1 << 20))
+        if not chunk:
+            raise IncompleteFrame(f"the connection closed after {got} of {n} bytes")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+class _Link:
+    """A socket with a sending thread (pickled requests queued, each written whole; pings when
+    idle) and a receiving thread (replies queued)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.outbox: queue.Queue = queue.Queue()
+        self.inbox: queue.Queue = queue.Queue()
+        self.broken: BaseException | None = None
+        for target, name in ((self._send, "lrexp-send"), (self._receive, "lrexp-receive")):
+            threading.Thread(target=target, daemon=True, name=name).start()
+
+    def _send(self) -> None:
+        ping = pickle.dumps(PING)
+        while True:
+            try:
+                data = self.outbox.get(timeout=PING_S)
+            except queue.Empty:
+                data = ping
+            if data is None:  # closing: everything before it has been written
+                return
+            try:
+                write_frame(self.sock, data)
+            except OSError as e:
+                self.broken = e
+                self.inbox.put(("gone", e))
+                return
+            finally:
+                if data is not ping:
+                    self.outbox.task_done()
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                self.inbox.put(recv_frame(self.sock))
+            except (EOFError, OSError, pickle.UnpicklingError) as e:
+                self.inbox.put(("gone", e))
+                return
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every queued request is written, at most ``timeout`` s; whether it was."""
+        deadline = time.monotonic() + timeout
+        while self.outbox.unfinished_tasks and self.broken is None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return self.broken is None
+
+    def close(self, timeout: float) -> None:
+        self.flush(timeout)
+        self.outbox.put(None)
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
 class Channel:
     """A tracking process and the connection to it."""
 
-    def __init__(self, forks: int = 0, *, _conn: Connection | None = None) -> None:
+    def __init__(self, forks: int = 0, *, _sock: socket.socket | None = None) -> None:
         """Start a tracking process; with ``forks``, that many more (:attr:`forked`), forked
         from it once it has imported MLflow: one import serves them all."""
         self._proc: subprocess.Popen | None = None
         self.forked: list[Channel] = []
-        if _conn is None:
+        if _sock is None:
             pairs = [socket.socketpair() for _ in range(1 + forks)]
             fds = [theirs.fileno() for _, theirs in pairs]
-            serve_code = f"from lrexp.tracking.server import serve; serve({fds[0]}, {fds[1:]})"
+            serve_code = (
+                "from lrexp.tracking.server import serve; "
+                f"serve({fds[0]}, {fds[1:]}, {os.getpid()})"
+            )
             self._proc = subprocess.Popen(  # given this process's argv: MLflow's run source
                 [sys.executable, "-c", serve_code, *sys.argv],
                 pass_fds=fds,
                 stdin=subprocess.DEVNULL,
             )
-            conns = []
-            for ours, theirs in pairs:
+            for _, theirs in pairs:
                 theirs.close()
-                conns.append(Connection(ours.detach()))
-            _conn = conns[0]
-            self.forked = [type(self)(_conn=c) for c in conns[1:]]
-        self._conn = _conn
-        self._gone = False  # a forked process's end, seen on its connection
+            _sock = pairs[0][0]
+            self.forked = [type(self)(_sock=ours) for ours, _ in pairs[1:]]
+        self._link = _Link(_sock)
+        self._gone = False  # the tracking process's end, seen on the connection
         self._sent = self._read = 0  # requests sent, and replies read
         self._open_request: int | None = None  # the request that opens the run
         self._awaited: dict[int, Any] = {}  # submitted requests → their values, once read
         self.run_id: str | None = None  # the open run's id, once its reply is read
         self.used = False  # it was sent work (else it is killed at once when stopped)
+        self._hurry = False  # a stop signal ended the run: the process exits without delay
 
     def alive(self) -> bool:
-        if self._proc is None:  # forked by the tracking process: not this process's child
-            return not self._gone
-        return self._proc.poll() is None
+        if self._gone:
+            return False
+        return self._proc is None or self._proc.poll() is None
+
+    def sync(self) -> None:
+        """Wait until every request sent so far is carried out (raising the first error)."""
+        self._collect(block=True)
 
     # --- how calls travel ---
     def _call(self, call: str, /, *args: Any, **kwargs: Any) -> Any:
@@ -111,42 +231,66 @@ class Channel:
     ) -> Iterator[str]:
         """As :func:`lrexp.tracking.lifecycle.run`, but yields :data:`ACTIVE` at once: the run
         is made while this process trains (:meth:`resolve` gives its id). It ends as the block
-        does."""
+        does: after a stop signal or a failure of the tracking process, waiting at most
+        :data:`CLOSE_S` for the tracking process to end it."""
         self._send(("open", (uri, experiment, run_name, dict(tags)), {"exp_id": exp_id}))
         self._open_request = self._sent
         try:
             yield ACTIVE
+            signals.raise_pending()  # a stop request whose exception was dropped on the way
         except BaseException as e:
-            self._close(signals.ending(e, traceback.format_exc()))
+            signals.seen(e)
+            bounded = isinstance(e, (*signals.STOPS, TrackerError))
+            self._hurry = self._hurry or bounded
+            with contextlib.suppress(Exception):  # the error that stopped the run is the one told
+                self._close(
+                    signals.ending(e, traceback.format_exc()), CLOSE_S if bounded else REPLY_S
+                )
             raise
-        self._close(("FINISHED", None, None))
+        self._close(("FINISHED", None, None), REPLY_S)
 
-    def _close(self, ending: tuple[str, str | None, str | None]) -> None:
+    def _close(self, ending: tuple[str, str | None, str | None], wait: float) -> None:
+        self._open_request = None
+        if self._gone:
+            return
         self._send(("close", ending, {}), check=False)  # sent even after a failed pipelined call
-        self._collect(block=True)
-        self.run_id = self._open_request = None
+        try:
+            self._collect(block=True, wait=wait)
+        finally:
+            self.run_id = None
 
     def _send(self, message: tuple, *, check: bool = True) -> None:
         if check:
+            signals.raise_pending()
             self._collect(block=False)
-        try:
-            self._conn.send(message)
-        except OSError as e:
+        if self._gone or self._link.broken is not None:
             self._gone = True
-            raise TrackerError(f"the tracking process has gone away ({e})") from e
+            raise TrackerError(f"the tracking process has gone away ({self._link.broken})")
+        # pickled here, as the call is made: the caller may change its arguments afterwards
+        self._link.outbox.put(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
         self._sent += 1
         self.used = True
 
-    def _collect(self, *, block: bool, until: int | None = None) -> Any:
-        """Read the replies that are in (if ``block``, those up to request ``until``, or all);
-        raise the first error, and return the last value read."""
+    def _collect(self, *, block: bool, until: int | None = None, wait: float = REPLY_S) -> Any:
+        """Read the replies that are in (if ``block``, those up to request ``until``, or all,
+        each within ``wait`` seconds); raise the first error, and return the last value read."""
         value, last = None, self._sent if until is None else until
-        while self._read < last and (block or self._conn.poll()):
+        while self._read < last:
             try:
-                kind, value = self._conn.recv()
-            except (EOFError, OSError) as e:
+                reply = (
+                    self._link.inbox.get(timeout=wait) if block else self._link.inbox.get_nowait()
+                )
+            except queue.Empty:
+                if not block:
+                    break
+                self._gone = True  # its replies are out of step now: no more requests
+                raise TrackerError(
+                    f"the tracking process did not answer within {wait:.0f} s (a stuck store?)"
+                ) from None
+            kind, value = reply
+            if kind == "gone":
                 self._read, self._gone = self._sent, True
-                raise TrackerError("the tracking process ended unexpectedly") from e
+                raise TrackerError("the tracking process ended unexpectedly") from value
             self._read += 1
             if kind == "err":
                 self._awaited.pop(self._read, None)
@@ -157,21 +301,28 @@ class Channel:
                 self._awaited[self._read] = value
         return value
 
-    def stop(self, timeout: float = 60.0) -> None:
-        """Let the tracking process finish what was sent, and end it."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Let the tracking process finish what was sent, and end the connection: within
+        ``timeout`` s (default :data:`REPLY_S`, or :data:`CLOSE_S` once a stop signal or a lost
+        tracking process ended the run). A tracking process still busy then is left to finish on
+        its own: it ends its run as it sees the connection close, and exits."""
+        if timeout is None:
+            timeout = CLOSE_S if self._hurry else REPLY_S
+        deadline = time.monotonic() + timeout
         if not self.used and self._proc is not None:  # it never had work: no need to wait
             self._proc.kill()
-        with contextlib.suppress(Exception):
-            self._collect(block=True)
-        self._conn.close()
+        elif not self._gone:
+            with contextlib.suppress(Exception):  # its errors were raised, or are moot now
+                self._collect(block=True, wait=timeout)
+        self._link.close(timeout=max(0.0, deadline - time.monotonic()))
         self._gone = True
-        if self._proc is None:  # a forked one ends as its connection closes
+        if self._proc is None or not self.used:  # a forked one ends as its connection closes
+            if self._proc is not None:
+                self._proc.wait()
             return
-        try:
-            self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        # Everything was answered: all it may have left is to end a run it could not end yet.
+        with contextlib.suppress(subprocess.TimeoutExpired):  # busy: it ends its run, and exits
+            self._proc.wait(min(CLOSE_S, max(0.1, deadline - time.monotonic())))
 
 
 def _unpack(data: bytes) -> BaseException:

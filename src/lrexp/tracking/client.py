@@ -18,7 +18,9 @@ logged side by side, one thread of the launching process per writer (:func:`bind
 
 The tracking process ignores Ctrl-C and SIGTERM: the training process decides how its run ends
 (KILLED, with the reason) and tells it. If the training process dies without ending its run
-(SIGKILL, out of memory), the tracking process sees the pipe close and ends the run KILLED.
+(SIGKILL, out of memory), the tracking process sees the connection close (or the process gone)
+and ends the run KILLED. Messages travel as whole frames and every wait is bounded (see
+:mod:`lrexp.tracking.channel`): neither process can wait forever on the other.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from lrexp.tracking import hooks
 from lrexp.tracking.channel import ACTIVE, ORPHANED, Channel, TrackerError  # noqa: F401
 from lrexp.tracking.interface import TrackingCalls
 
@@ -104,10 +107,12 @@ class Tracker(Channel):
         categories: Mapping[str, Sequence[str]] = {},
         run_id: str | None = None,
         uri: str | None = None,
+        step: int = 0,
     ) -> str:
         return self._call(
-            "log_model", theta, features, example, categories=categories, run_id=run_id, uri=uri
-        )
+            "log_model", theta, features, example, categories=categories, run_id=run_id, uri=uri,
+            step=step,
+        )  # fmt: skip
 
     def set_tags(self, uri: str, run_id: str, tags: Mapping[str, str]) -> None:
         self._call("set_tags", uri, run_id, tags)
@@ -195,7 +200,16 @@ def start(more: int = 0) -> Tracker:
         _current = Tracker(forks=more)
         _more.extend(_current.forked)
         atexit.register(stop)
+        if _sync not in hooks.BEFORE_PAUSE:
+            hooks.BEFORE_PAUSE.append(_sync)
     return _current
+
+
+def _sync() -> None:
+    """Wait until this thread's tracking process has carried out everything sent to it."""
+    tracker = current()
+    if tracker is not None:
+        tracker.sync()
 
 
 def single_run(argv: list[str]) -> bool:

@@ -92,6 +92,7 @@ class TrackingCalls(Protocol):
         categories: Mapping[str, Sequence[str]] = {},
         run_id: str | None = None,
         uri: str | None = None,
+        step: int = 0,
     ) -> str: ...
 
     @pipelined

@@ -1,9 +1,16 @@
-"""A run's life in the store: experiments, runs opened and ended (never left RUNNING), heartbeats,
-and writes retried while another process holds the store's lock."""
+"""A run's life in the store: the store created under a lock, experiments, runs opened and ended
+(never left RUNNING), heartbeats, and writes retried while another process holds the store's lock.
+
+Importing this module makes every SQLite store this process opens through MLflow be created or
+upgraded under ``<db>.lock`` (:func:`lrexp.tracking.store.creating`), whoever opens it first:
+MLflow itself creates and migrates tables without a lock, and processes doing it at once break
+the store.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -16,21 +23,24 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from lrexp.tracking import signals, store
+from lrexp.tracking import hooks, signals, store
 
 ARTIFACTS_DIR = "mlartifacts"  # beside a SQLite store; `mlflow server`'s own default destination
 
 
 def experiment_id(uri: str, name: str) -> str:
-    """Return the id of experiment ``name``, creating it if needed (never via set_experiment)."""
+    """Return the id of experiment ``name``, creating it if needed (never via set_experiment);
+    a deleted one is refused (:class:`~lrexp.tracking.store.StoreError`: how to restore it)."""
     client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return create_experiment(uri, name)
-    except mlflow.exceptions.MlflowException:  # created by another process meanwhile
-        return client.get_experiment_by_name(name).experiment_id
+    exp = retried(lambda: client.get_experiment_by_name(name))
+    if exp is None:
+        try:
+            return retried(lambda: create_experiment(uri, name))
+        except mlflow.exceptions.MlflowException:  # created by another process meanwhile
+            exp = client.get_experiment_by_name(name)
+    if exp.lifecycle_stage == "deleted":
+        raise store.StoreError(f"tracking.experiment={name}: {store.experiment_problem(uri, name)}")
+    return exp.experiment_id
 
 
 def create_experiment(uri: str, name: str) -> str:
@@ -55,6 +65,7 @@ HEARTBEAT_S = float(os.environ.get("LREXP_HEARTBEAT_S", "10"))  # seconds betwee
 
 
 STORE_RETRIES = int(os.environ.get("LREXP_STORE_RETRIES", "3"))  # after SQLite's own 20 s wait
+BUSY_S = os.environ.get("LREXP_STORE_BUSY_S")  # SQLite's wait for a lock, if not MLflow's 20 s
 
 
 class StoreLocked(RuntimeError):
@@ -76,26 +87,37 @@ def retried(call: Callable[[], Any]) -> Any:
             if attempt == STORE_RETRIES:
                 raise StoreLocked(
                     f"the tracking store stayed locked by another process through "
-                    f"{attempt + 1} waits of about 20 s; everything logged before is kept"
+                    f"{attempt + 1} attempt(s), each waiting SQLite's busy timeout (20 s); "
+                    "everything logged before is kept"
                 ) from e
             time.sleep(1.0 + attempt)
     raise AssertionError("unreachable")
 
 
 class Heartbeat:
-    """A daemon thread that stamps ``lrexp.heartbeat`` on a run while the process lives.
+    """A daemon thread that stamps ``lrexp.heartbeat`` on a run while the process lives (and,
+    given ``alive``, while it says the run's training process does).
 
     SIGKILL, OOM and power loss cannot be caught; a run whose heartbeat went stale is dead, and
     ``python -m lrexp.runs reap`` marks it KILLED.
     """
 
-    def __init__(self, uri: str, run_id: str, every: float = HEARTBEAT_S):
+    def __init__(
+        self,
+        uri: str,
+        run_id: str,
+        every: float = HEARTBEAT_S,
+        alive: Callable[[], bool] | None = None,
+    ):
         self.client, self.run_id, self.every = MlflowClient(uri), run_id, every
+        self.alive = alive or (lambda: True)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True, name="lrexp-heartbeat")
 
     def _beat(self) -> None:
         while not self._stop.wait(self.every):
+            if not self.alive():  # its training process is gone or silent: let it go stale
+                continue
             # a busy store skips a beat; staleness is judged generously
             with contextlib.suppress(Exception):
                 self.client.set_tag(self.run_id, "lrexp.heartbeat", f"{time.time():.3f}")
@@ -132,25 +154,56 @@ def open_run(
     exp_id: str | None = None,
 ) -> str:
     """Start one MLflow run, active in this process, and return its id (see :func:`run`)."""
+    hooks.pause_at("store")
     mlflow.set_tracking_uri(uri)
     while mlflow.active_run() is not None:  # left over by an earlier job in a reused worker
         mlflow.end_run("KILLED")
     if exp_id is None:
         exp_id = experiment_id(uri, experiment)
     tags = {**tags, "lrexp.heartbeat": f"{time.time():.3f}"}
-    return mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags).info.run_id
+    return retried(
+        lambda: mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags)
+    ).info.run_id
 
 
-def close_run(status: str, reason: str | None = None, trace: str | None = None) -> None:
-    """End the active run as ``status``, recording ``reason`` (the tag ``lrexp.failure_reason``)
-    and ``trace`` (``failure/traceback.txt``) where given; the run ends even if those fail."""
-    try:
+def close_run(
+    status: str,
+    reason: str | None = None,
+    trace: str | None = None,
+    *,
+    uri: str | None = None,
+    run_id: str | None = None,
+) -> None:
+    """End the active run (or ``run_id`` in ``uri``) as ``status``, recording ``reason`` (the tag
+    ``lrexp.failure_reason``) and ``trace`` (``failure/traceback.txt``) where given.
+
+    The run ends even if those fail: the end is retried, and if MLflow still cannot write it, a
+    SQLite store is written directly (:func:`~lrexp.tracking.store.end_directly`); the error is
+    raised only when that fails too."""
+    active = mlflow.active_run()
+    run_id = run_id or (active.info.run_id if active is not None else None)
+    if run_id is None:
+        return
+    uri = uri or mlflow.get_tracking_uri()
+    client = MlflowClient(uri)
+    with contextlib.suppress(Exception):
         if reason is not None:
-            retried(lambda: mlflow.set_tag("lrexp.failure_reason", reason))
+            retried(lambda: client.set_tag(run_id, "lrexp.failure_reason", reason))
         if trace is not None:
-            retried(lambda: mlflow.log_text(trace, "failure/traceback.txt"))
-    finally:
-        mlflow.end_run(status)
+            retried(lambda: client.log_text(run_id, trace, "failure/traceback.txt"))
+    is_active = active is not None and active.info.run_id == run_id
+
+    def end() -> None:
+        if is_active:
+            mlflow.end_run(status)  # ends it in the store, and here
+        else:
+            client.set_terminated(run_id, status)
+
+    try:
+        retried(end)
+    except Exception:
+        if not store.end_directly(uri, run_id, status, reason):
+            raise
 
 
 @contextmanager
@@ -172,17 +225,57 @@ def run(
     try:
         with Heartbeat(uri, run_id):
             yield run_id
+            signals.raise_pending()  # a stop request whose exception was dropped on the way
     except BaseException as e:
-        close_run(*signals.ending(e, traceback.format_exc()))
+        signals.seen(e)
+        close_run(*signals.ending(e, traceback.format_exc()), uri=uri, run_id=run_id)
         raise
-    close_run("FINISHED")
+    close_run("FINISHED", uri=uri, run_id=run_id)
 
 
 def init_store(uri: str) -> None:
-    """Create the store's tables now, in this one process (MLflow creates them without a lock),
+    """Create or upgrade the store's tables now, under its lock (see the module's docstring),
     and refresh a SQLite store's statistics for reading metric histories back."""
-    MlflowClient(uri).search_experiments(max_results=1)
+    retried(lambda: MlflowClient(uri).search_experiments(max_results=1))
     store.analyze(uri)
+
+
+def _locked_store_builder(build: Callable[..., Any]) -> Callable[..., Any]:
+    """MLflow's builder of SQLite stores, run under the store's lock (once per process and URI:
+    MLflow keeps the stores it built)."""
+
+    def locked(store_uri: str, artifact_uri: str | None = None) -> Any:
+        with store.creating(store_uri):
+            built = retried(lambda: build(store_uri=store_uri, artifact_uri=artifact_uri))
+        if BUSY_S is not None:  # a test's short wait for a locked store (MLflow sets 20 s)
+            from sqlalchemy import event
+
+            ms = int(float(BUSY_S) * 1000)
+
+            def busy(conn, cursor, statement, params, context, many):
+                if statement.startswith("PRAGMA busy_timeout"):
+                    statement = f"PRAGMA busy_timeout = {ms};"
+                return statement, params
+
+            event.listen(built.engine, "before_cursor_execute", busy, retval=True)
+        return built
+
+    locked.lrexp_locked = True  # type: ignore[attr-defined]
+    return locked
+
+
+def _lock_store_creation() -> None:
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry as registry
+
+    build = registry._registry.get("sqlite")
+    if build is not None and not getattr(build, "lrexp_locked", False):
+        registry.register("sqlite", _locked_store_builder(build))
+
+
+_lock_store_creation()
+# MLflow logs each failed SQL statement with its traceback (hundreds of lines for a locked store);
+# lrexp reports the failure itself, in a line, and records it in the run.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def open_sweep(
@@ -207,7 +300,11 @@ def create_run(uri: str, exp_id: str, run_name: str, tags: Mapping[str, str]) ->
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     client = MlflowClient(uri)
-    retried(lambda: client.set_terminated(run_id, status))
+    try:
+        retried(lambda: client.set_terminated(run_id, status))
+    except Exception:
+        if not store.end_directly(uri, run_id, status, None):
+            raise
 
 
 def set_tags(uri: str, run_id: str, tags: Mapping[str, str]) -> None:

@@ -13,6 +13,8 @@ import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
 
+from lrexp.tracking import lifecycle  # noqa: F401  (stores are created under lrexp's lock)
+
 
 def run_status(uri: str, run_id: str) -> str:
     return MlflowClient(uri).get_run(run_id).info.status

@@ -1,12 +1,17 @@
 """Stopping requests from outside: SIGTERM (schedulers, ``docker stop``) raises like Ctrl-C does.
 
 Python runs signal handlers between bytecodes, so a handler that raises stops a run at the end of
-the compiled chunk in flight (a chunk is sized to take well under a second).
+the compiled chunk in flight (a chunk is sized to take well under a second). A handler can also
+run inside a garbage-collection callback (JAX has one), where Python prints the exception and
+drops it: so the handlers here also keep the request (:func:`raise_pending`), and a run that
+ends with a stop request still pending ends KILLED all the same.
 """
 
 from __future__ import annotations
 
+import re
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,23 +22,60 @@ class Terminated(BaseException):
 
 
 STOPS = (KeyboardInterrupt, Terminated)  # requests to stop: the run ends KILLED, not FAILED
+_pending: list[BaseException] = []  # a stop request not yet seen through to a run's end
 
 
 def raise_terminated(signum, frame) -> None:
-    raise Terminated("terminated by SIGTERM")
+    _pending[:] = [Terminated("terminated by SIGTERM")]
+    raise _pending[0]
+
+
+def raise_interrupted(signum, frame) -> None:
+    _pending[:] = [KeyboardInterrupt()]
+    raise _pending[0]
+
+
+def raise_pending() -> None:
+    """Raise the stop request that a signal made but that did not propagate (dropped where
+    the handler ran); nothing if there is none."""
+    if _pending:
+        raise _pending.pop()
+
+
+def seen(e: BaseException) -> None:
+    """``e`` reached the code that ends the run: the request it carries is being honoured."""
+    if isinstance(e, STOPS):
+        _pending.clear()
+
+
+def _unraisable(info) -> None:  # sys.unraisablehook
+    if isinstance(info.exc_value, STOPS) and _pending:
+        return  # a stop request dropped in a callback: kept, and honoured (no traceback)
+    sys.__unraisablehook__(info)
+
+
+def install() -> None:
+    """From now on SIGTERM and SIGINT raise, and each request is kept until honoured."""
+    signal.signal(signal.SIGTERM, raise_terminated)
+    signal.signal(signal.SIGINT, raise_interrupted)
+    sys.unraisablehook = _unraisable
 
 
 @contextmanager
 def sigterm_raises() -> Iterator[None]:
-    """Within the block, SIGTERM raises :class:`Terminated` (main thread only; else a no-op)."""
+    """Within the block, SIGTERM raises :class:`Terminated` and SIGINT KeyboardInterrupt, each
+    kept until honoured (main thread only; else a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.signal(signal.SIGTERM, raise_terminated)
+    previous_int = signal.signal(signal.SIGINT, raise_interrupted)
+    sys.unraisablehook = _unraisable
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def reason(e: BaseException) -> str:
@@ -56,3 +98,29 @@ def ending(e: BaseException, trace: str) -> tuple[str, str | None, str | None]:
     if isinstance(e, STOPS):
         return "KILLED", reason(e), None
     return "FAILED", reason(e), trace
+
+
+def exit_code(e: BaseException) -> int:
+    """The shell's status for a process stopped by ``e``: 128 + the signal's number."""
+    return 128 + (signal.SIGINT if isinstance(e, KeyboardInterrupt) else signal.SIGTERM)
+
+
+# The errors of the store (lrexp's own, and MLflow's, carried back from the tracking process).
+STORE_ERRORS = {"StoreLocked", "StoreError", "TrackerError", "MlflowException", "OperationalError"}
+
+
+def store_failure(e: BaseException) -> bool:
+    """Whether ``e`` is the store's failure (reported in a line) rather than a bug in lrexp."""
+    notes = "".join(getattr(e, "__notes__", []))
+    return type(e).__name__ in STORE_ERRORS or "(in lrexp's tracking process)" in notes
+
+
+def one_line(e: BaseException) -> str:
+    """The gist of ``e`` in a line: for a database's error wrapped by SQLAlchemy and MLflow
+    (statements, parameters, advice), the database's own words ("database or disk is full")."""
+    text = str(e)
+    found = re.search(r"\((?:sqlite3|psycopg2?|pymysql|MySQLdb)\.\w+\) ([^\n\[]+)", text)
+    if found:
+        return found.group(1).strip()
+    lines = [s for s in text.splitlines() if s.strip() and not s.startswith("(raised as")]
+    return lines[0].strip() if lines else type(e).__name__
