@@ -175,7 +175,7 @@ def test_a_signal_at_any_phase_ends_the_run_killed_keeping_what_was_computed(tmp
     assert run.info.status == "KILLED", run.data.tags
     assert run.data.tags["lrexp.failure_reason"].startswith(REASONS[sig])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    history = MlflowClient(uri).get_metric_history(run.info.run_id, "train_mse")
+    history = MlflowClient(uri).get_metric_history(run.info.run_id, "loss/train_mse")
     kept = artifacts(uri, run.info.run_id)
     if phase in ("params", "training"):  # (at "store", the params may not be sent yet)
         assert "run.n_train" in run.data.params  # sent before the signal: kept
@@ -208,7 +208,7 @@ def test_sigterm_during_a_long_final_write_never_hangs(tmp_path):
     (run,) = settled(tmp_path)
     assert run.info.status == "KILLED"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert len(MlflowClient(uri).get_metric_history(run.info.run_id, "train_mse")) > 1000
+    assert len(MlflowClient(uri).get_metric_history(run.info.run_id, "loss/train_mse")) > 1000
 
 
 def test_a_second_and_third_sigterm_still_end_the_process(tmp_path):

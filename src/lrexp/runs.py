@@ -58,14 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("repair", help="drop the tables an interrupted upgrade left behind")
     r.add_argument("--uri", default="sqlite:///mlflow.db", help="tracking URI (sqlite:///…)")
     args = parser.parse_args(argv)
-    from lrexp.tracking import store
+    from lrexp.tracking import store, store_file
 
     uri = store.resolve_uri(args.uri, Path.cwd())
     if store.missing_store(uri) is not None:
         print(f"lrexp: error: --uri={args.uri}: no such store", file=sys.stderr)
         return 2
     if args.command == "repair":
-        dropped = store.repair(uri)
+        dropped = store_file.repair(uri)
         print(f"dropped {', '.join(dropped)}" if dropped else "nothing to repair")
         return 0
     try:

@@ -24,7 +24,7 @@ from lrexp.core import data, fit, optim, results, verdict
 from lrexp.pipeline.outcome import Outcome
 from lrexp.pipeline.prepare import Prepared, prepare
 from lrexp.report import text
-from lrexp.tracking import hooks
+from lrexp.tracking import hooks, signals
 from lrexp.tracking.store import resolve_uri
 
 if TYPE_CHECKING:
@@ -191,6 +191,7 @@ def run(
             fits = train_folds(p)
         except BaseException as e:  # keep the curve up to the interruption
             if run_id is not None and getattr(e, "partial_fits", None):
+                signals.seen(e)  # this stop request is being honoured: the writes below go out
                 record.log_partial(p, run_id, e.partial_fits)
             raise
         if run_id is not None:

@@ -2,7 +2,7 @@
 (never left RUNNING), heartbeats, and writes retried while another process holds the store's lock.
 
 Importing this module makes every SQLite store this process opens through MLflow be created or
-upgraded under ``<db>.lock`` (:func:`lrexp.tracking.store.creating`), whoever opens it first:
+upgraded under ``<db>.lock`` (:func:`lrexp.tracking.store_file.creating`), whoever opens it first:
 MLflow itself creates and migrates tables without a lock, and processes doing it at once break
 the store.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -23,7 +22,14 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from lrexp.tracking import hooks, signals, store
+from lrexp.tracking import hooks, signals, store, store_file
+from lrexp.tracking.heartbeat import (  # noqa: F401  (re-exported: its users import them from here)
+    HEARTBEAT_S,
+    Heartbeat,
+    _beating,
+    start_heartbeat,
+    stop_heartbeat,
+)
 
 ARTIFACTS_DIR = "mlartifacts"  # beside a SQLite store; `mlflow server`'s own default destination
 
@@ -61,9 +67,6 @@ def create_experiment(uri: str, name: str) -> str:
     return SqlAlchemyStore(uri, root.as_uri()).create_experiment(name)
 
 
-HEARTBEAT_S = float(os.environ.get("LREXP_HEARTBEAT_S", "10"))  # seconds between heartbeats
-
-
 STORE_RETRIES = int(os.environ.get("LREXP_STORE_RETRIES", "3"))  # after SQLite's own 20 s wait
 BUSY_S = os.environ.get("LREXP_STORE_BUSY_S")  # SQLite's wait for a lock, if not MLflow's 20 s
 
@@ -92,57 +95,6 @@ def retried(call: Callable[[], Any]) -> Any:
                 ) from e
             time.sleep(1.0 + attempt)
     raise AssertionError("unreachable")
-
-
-class Heartbeat:
-    """A daemon thread that stamps ``lrexp.heartbeat`` on a run while the process lives (and,
-    given ``alive``, while it says the run's training process does).
-
-    SIGKILL, OOM and power loss cannot be caught; a run whose heartbeat went stale is dead, and
-    ``python -m lrexp.runs reap`` marks it KILLED.
-    """
-
-    def __init__(
-        self,
-        uri: str,
-        run_id: str,
-        every: float = HEARTBEAT_S,
-        alive: Callable[[], bool] | None = None,
-    ):
-        self.client, self.run_id, self.every = MlflowClient(uri), run_id, every
-        self.alive = alive or (lambda: True)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True, name="lrexp-heartbeat")
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.every):
-            if not self.alive():  # its training process is gone or silent: let it go stale
-                continue
-            # a busy store skips a beat; staleness is judged generously
-            with contextlib.suppress(Exception):
-                self.client.set_tag(self.run_id, "lrexp.heartbeat", f"{time.time():.3f}")
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
-_beating: dict[str, Heartbeat] = {}  # run id → its heartbeat, for runs not opened here
-
-
-def start_heartbeat(uri: str, run_id: str) -> None:
-    """Stamp a heartbeat on ``run_id`` (a sweep's parent) until :func:`stop_heartbeat`."""
-    _beating[run_id] = Heartbeat(uri, run_id).__enter__()
-
-
-def stop_heartbeat(run_id: str) -> None:
-    beat = _beating.pop(run_id, None)
-    if beat is not None:
-        beat.__exit__()
 
 
 def open_run(
@@ -178,7 +130,7 @@ def close_run(
     ``lrexp.failure_reason``) and ``trace`` (``failure/traceback.txt``) where given.
 
     The run ends even if those fail: the end is retried, and if MLflow still cannot write it, a
-    SQLite store is written directly (:func:`~lrexp.tracking.store.end_directly`); the error is
+    SQLite store is written directly (:func:`~lrexp.tracking.store_file.end_directly`); the error is
     raised only when that fails too."""
     active = mlflow.active_run()
     run_id = run_id or (active.info.run_id if active is not None else None)
@@ -202,7 +154,7 @@ def close_run(
     try:
         retried(end)
     except Exception:
-        if not store.end_directly(uri, run_id, status, reason):
+        if not store_file.end_directly(uri, run_id, status, reason):
             raise
 
 
@@ -237,7 +189,7 @@ def init_store(uri: str) -> None:
     """Create or upgrade the store's tables now, under its lock (see the module's docstring),
     and refresh a SQLite store's statistics for reading metric histories back."""
     retried(lambda: MlflowClient(uri).search_experiments(max_results=1))
-    store.analyze(uri)
+    store_file.analyze(uri)
 
 
 def _locked_store_builder(build: Callable[..., Any]) -> Callable[..., Any]:
@@ -245,7 +197,7 @@ def _locked_store_builder(build: Callable[..., Any]) -> Callable[..., Any]:
     MLflow keeps the stores it built)."""
 
     def locked(store_uri: str, artifact_uri: str | None = None) -> Any:
-        with store.creating(store_uri):
+        with store_file.creating(store_uri):
             built = retried(lambda: build(store_uri=store_uri, artifact_uri=artifact_uri))
         if BUSY_S is not None:  # a test's short wait for a locked store (MLflow sets 20 s)
             from sqlalchemy import event
@@ -303,7 +255,7 @@ def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     try:
         retried(lambda: client.set_terminated(run_id, status))
     except Exception:
-        if not store.end_directly(uri, run_id, status, None):
+        if not store_file.end_directly(uri, run_id, status, None):
             raise
 
 
