@@ -165,7 +165,11 @@ def ids(workdir: Path) -> dict[str, str]:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("lrexp")
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
-    single = [r for r in runs if r.data.tags.get("lrexp.sweep") != "true"]
+    single = [  # a run of its own (a sweep's child may be a skipped job's pointer, with no config)
+        r
+        for r in runs
+        if r.data.tags.get("lrexp.sweep") != "true" and "mlflow.parentRunId" not in r.data.tags
+    ]
     parents = [r for r in runs if r.data.tags.get("lrexp.sweep") == "true"]
     if not parents:
         sweep = ["-m", "optimizer=sgd,adam", "train.epochs=2"]
