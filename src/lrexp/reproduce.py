@@ -101,7 +101,7 @@ def _dirty(tags: dict[str, str]) -> bool:
 
 def reproduce(args: argparse.Namespace) -> int:
     """Re-run the run, print θ logged against θ now; return 0 if it matches, else 1."""
-    from lrexp import train
+    from lrexp import pipeline
     from lrexp.pipeline import provenance
     from lrexp.tracking import lifecycle, reader, store
 
@@ -142,7 +142,7 @@ def reproduce(args: argparse.Namespace) -> int:
     from lrexp.pipeline import Diverged
 
     try:
-        outcome = train.run(cfg, base_dir=base_dir, overrides=overrides)
+        outcome = pipeline.run(cfg, base_dir=base_dir, overrides=overrides)
     except Diverged as e:
         return divergence_verdict(run, str(e))
     if (then := diverged_at(run)) is not None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lrexp.config.overrides import key_values
+
+if TYPE_CHECKING:
+    from lrexp.config import Config
 
 
 @dataclass(frozen=True)
@@ -26,3 +30,8 @@ class SweepJob:
 def describe(overrides: list[str]) -> str:
     """A run's name from its overrides: where it is tracked and Hydra's own settings left out."""
     return ",".join(o for o in overrides if not o.lstrip("+~").startswith(("tracking.", "hydra")))
+
+
+def run_name(cfg: Config, overrides: list[str]) -> str:
+    """The MLflow run name: the configured one, else the overrides, else optimizer-data."""
+    return cfg.tracking.run_name or describe(overrides) or f"{cfg.optimizer.name}-{cfg.data.name}"

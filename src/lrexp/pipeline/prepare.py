@@ -13,11 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import lrexp.pipeline.outcome as outcome
 from lrexp import config
 from lrexp.config import Config
 from lrexp.core import data, diagnostics, fit, optim, results
 from lrexp.core.data import Dataset
-from lrexp.pipeline import outcome
 
 log = logging.getLogger("lrexp")
 

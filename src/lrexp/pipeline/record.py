@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+import lrexp.pipeline.provenance as provenance
 from lrexp.config import Config, ConfigError, FileData, render
 from lrexp.core import results
 from lrexp.core.verdict import Verdict
-from lrexp.pipeline import provenance
 from lrexp.pipeline.outputs import (
     example_rows,
     history_files,

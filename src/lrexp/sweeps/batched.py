@@ -26,7 +26,7 @@ from lrexp import config, pipeline
 from lrexp.config import ConfigError
 from lrexp.core import fit
 from lrexp.core.data import DataError
-from lrexp.pipeline import Diverged, Prepared, runner
+from lrexp.pipeline import Diverged, Prepared, console, runner
 from lrexp.tracking import client
 
 log = logging.getLogger("lrexp")
@@ -73,7 +73,7 @@ def train_batch(members: list[tuple[Job, Prepared]]) -> list[list[fit.FitResult]
     shared = len({data_identity(p) for p in ps}) == 1
     spec, dtype = ps[0].spec, jnp.dtype(ps[0].cfg.train.dtype)
     fits: list[list[fit.FitResult]] = [[] for _ in ps]
-    progress = runner.progress(
+    progress = console.progress(
         lambda done, _: f"  batch of {len(ps)}: epoch {done}/{spec.epochs}", file=sys.stdout
     )
 
