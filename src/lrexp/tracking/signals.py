@@ -37,8 +37,9 @@ def raise_interrupted(signum, frame) -> None:
 
 def raise_pending() -> None:
     """Raise the stop request that a signal made but that did not propagate (dropped where
-    the handler ran); nothing if there is none."""
-    if _pending:
+    the handler ran); nothing if there is none, or while a stop is being handled (the partial
+    record of an interrupted run is being written)."""
+    if _pending and not isinstance(sys.exc_info()[1], STOPS):
         raise _pending.pop()
 
 
