@@ -62,27 +62,35 @@ class Plane:
 
 
 def plane(
-    X: np.ndarray, y: np.ndarray, st: Standardizer, theta_star: np.ndarray, names: list[str]
+    X: np.ndarray,
+    y: np.ndarray,
+    st: Standardizer,
+    theta_star: np.ndarray,
+    names: list[str],
+    *,
+    tsse_star: float | None = None,
 ) -> Plane:
     """The plane through ``theta_star`` (original units) for the training rows (X, y) as the
-    file holds them, ``st`` the scaling the optimizer saw; ``names`` θ's [bias, w1, …]."""
-    Xt = st.apply(np.asarray(X, np.float64))  # X̃, what the loop saw
-    m, s2 = Xt.shape[1], float(st.y_scale) ** 2
-    star_t = st.to_standardized(theta_star)
-    r = st.apply_target(y) - star_t[0] - Xt @ star_t[1:]
-    tsse_star = s2 * float(r @ r)
+    file holds them, ``st`` the scaling the optimizer saw; ``names`` θ's [bias, w1, …];
+    ``tsse_star`` the TSSE at θ*, where the caller has it (else one more pass over the rows)."""
+    Xc = st.apply(np.asarray(X, np.float64))  # X̃, what the loop saw: one copy, centred in place
+    mean = Xc.mean(axis=0)
+    Xc -= mean
+    G = Xc.T @ Xc  # X̃_cᵀX̃_c
+    n, m, s2 = len(Xc), Xc.shape[1], float(st.y_scale) ** 2
+    if tsse_star is None:
+        star_t = st.to_standardized(theta_star)
+        r = st.apply_target(y) - star_t[0] - mean @ star_t[1:] - Xc @ star_t[1:]
+        tsse_star = s2 * float(r @ r)
     # L: the linear part of θ = to_original(θ̃); its inverse maps a step in θ to one in θ̃
     L = (st.to_original(np.eye(m + 1)) - st.to_original(np.zeros(m + 1))).T
-    mean = Xt.mean(axis=0)
     eig = None
     if m == 1:
         kind, labels = "bias-weight", (names[0], names[1])
         Bt = np.linalg.inv(L)  # u = θ itself
-        gram = np.column_stack([np.ones(len(Xt)), Xt])
-        H = gram.T @ gram
+        H = np.array([[n, n * mean[0]], [n * mean[0], G[0, 0] + n * mean[0] ** 2]])  # ÃᵀÃ
+        quad = s2 * (Bt.T @ H @ Bt)
     else:
-        Xc = Xt - mean
-        G = Xc.T @ Xc
         if m == 2:
             kind, labels = "weights", (names[1], names[2])
             W = np.linalg.inv(L[1:, 1:])  # Δw̃ per unit of w
@@ -93,16 +101,12 @@ def plane(
             labels = (f"steepest direction of X̃ᵀX̃ (λ={eig[0]:.3g})",
                       f"flattest direction (λ={eig[1]:.3g})")  # fmt: skip
         Bt = np.vstack([-mean @ W, W])  # the bias at its best: b̃ = −x̃̄·w̃ for each step
-        H = np.zeros((m + 1, m + 1))
-        H[1:, 1:] = G
-        H[0, 0] = 1.0  # unused: Bt moves no centred bias; keeps H well-formed
-    quad = s2 * (Bt.T @ H @ Bt) if m == 1 else s2 * (Bt[1:].T @ G @ Bt[1:])
-    basis = (L @ Bt).T
+        quad = s2 * (W.T @ G @ W)
     reader = _reader(Bt, L, m)
     centre = reader @ np.asarray(theta_star, np.float64) if kind != "eigen" else np.zeros(2)
     return Plane(
-        kind, labels, centre, 0.5 * (quad + quad.T), tsse_star,
-        np.asarray(theta_star, np.float64), basis, reader, eig,
+        kind, labels, centre, 0.5 * (quad + quad.T), float(tsse_star),
+        np.asarray(theta_star, np.float64), (L @ Bt).T, reader, eig,
     )  # fmt: skip
 
 

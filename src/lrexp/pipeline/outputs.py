@@ -172,7 +172,10 @@ def landscape_files(p: Prepared, folds: list[results.FoldResult]) -> dict[str, s
     i, path, what = landscape_path(p, folds)
     tr = p.parts[i][0]
     names = ["bias", *(f"θ{j} ({n})" for j, n in enumerate(ds.feature_names, start=1))]
-    plane = landscape.plane(ds.X[tr], ds.y[tr], p.scalers[i], folds[i].theta_star, names)
+    f = folds[i]
+    plane = landscape.plane(
+        ds.X[tr], ds.y[tr], p.scalers[i], f.theta_star, names, tsse_star=f.optimum["tsse"]
+    )
     u = plane.project(path)
     svg = landscape_svg.landscape(
         plane,
