@@ -11,6 +11,7 @@ summarized by the sweep's own code.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -25,6 +26,7 @@ from lrexp.core import landscape
 from lrexp.core.data import Standardizer
 from lrexp.pipeline.job import SweepJob
 from lrexp.pipeline.prepare import prepare
+from lrexp.report import landscape as landscape_svg
 from lrexp.tracking import sweep_summary
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -93,6 +95,18 @@ def test_json_round_trip_keeps_the_plane_and_the_path():
     np.testing.assert_array_equal(back, path)
     other = landscape.plane(*design(3, seed=2)[:2], st, star, ["bias", "a", "b", "c"])
     assert not landscape.same_plane(p, other)
+
+
+def test_a_diverged_path_draws_without_a_warning_or_a_bad_number(recwarn):
+    X, y, st, star = design(3)
+    p = landscape.plane(X, y, st, star, ["bias", "a", "b", "c"])
+    huge = np.array([[0.0, 0, 0, 0], [1e200, 1e200, -1e200, 1e200], [np.inf, np.nan, 0, 0]])
+    for path in (p.project(huge), p.project(np.zeros((0, 4)))):
+        svg = landscape_svg.landscape(p, [("x", path)], "t")
+        ET.fromstring(svg)
+        assert not re.search(r"\b(inf|nan)\b", svg, flags=re.I)
+        json.dumps(landscape.to_json(p, path, what="x"), allow_nan=False)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
 
 def svg_root(text: str) -> ET.Element:

@@ -49,12 +49,15 @@ class Plane:
 
     def tsse(self, u: np.ndarray) -> np.ndarray:
         """TSSE at points u (..., 2) of the plane."""
-        d = np.asarray(u, np.float64) - self.centre
-        return self.tsse_star + np.einsum("...i,ij,...j->...", d, self.quad, d)
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverged path's points: inf
+            d = np.asarray(u, np.float64) - self.centre
+            return self.tsse_star + np.einsum("...i,ij,...j->...", d, self.quad, d)
 
     def project(self, thetas: np.ndarray) -> np.ndarray:
         """The plane's coordinates (T, 2) of θs (T, M + 1) in original units."""
-        return self.centre + (np.asarray(thetas, np.float64) - self.theta_star) @ self.reader.T
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverged θ: inf, NaN
+            d = np.asarray(thetas, np.float64).reshape(-1, len(self.theta_star)) - self.theta_star
+            return self.centre + d @ self.reader.T
 
     def lift(self, u: np.ndarray) -> np.ndarray:
         """θ (..., M + 1) in original units at points u (..., 2) of the plane."""

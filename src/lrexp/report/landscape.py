@@ -35,11 +35,14 @@ class _Frame:
         self.sy = height / (self.y1 - self.y0)
 
     def px(self, u: np.ndarray) -> np.ndarray:
+        """Pixels of points u (..., 2), clipped far outside the page (a diverged path's)."""
         u = np.asarray(u, float)
-        return np.stack(
+        with np.errstate(over="ignore", invalid="ignore"):
+            xy = np.stack(
             [self.left + (u[..., 0] - self.x0) * self.sx,
-             self.top + self.height - (u[..., 1] - self.y0) * self.sy], axis=-1,
-        )  # fmt: skip
+                 self.top + self.height - (u[..., 1] - self.y0) * self.sy], axis=-1,
+            )  # fmt: skip
+        return np.clip(xy, -1e6, 1e6)
 
 
 def _equal(box: tuple[float, float, float, float], aspect: float) -> tuple:
@@ -66,7 +69,11 @@ def _ellipses(p: Plane, f: _Frame, levels: np.ndarray) -> list[str]:
     """Each level's ellipse (u − c)ᵀQ(u − c) = e in pixels, filled, outermost first; those under
     MIN_RADIUS px across are left out."""
     S = np.diag([1 / f.sx, -1 / f.sy])  # pixel offset → u offset
-    mu, vec = np.linalg.eigh(S @ p.quad @ S)
+    with np.errstate(over="ignore", invalid="ignore"):  # a box as wide as a diverged path
+        Qp = S @ p.quad @ S
+    if not np.isfinite(Qp).all():
+        return []
+    mu, vec = np.linalg.eigh(Qp)
     angle = math.degrees(math.atan2(vec[1, 0], vec[0, 0]))
     cx, cy = f.px(p.centre)
     radii = [
@@ -151,6 +158,8 @@ def _axes(f: _Frame, labels: Sequence[str]) -> list[str]:
 
 def _colorbar(x: float, top: float, height: float, lv: np.ndarray, shown: int) -> list[str]:
     """The bands' key: TSSE − TSSE* at each level, top (highest) to bottom."""
+    if not shown:
+        return []
     out = [f'<text x="{x - 4:.1f}" y="{top - 10:.1f}">TSSE − TSSE*</text>']
     h = height / max(shown, 1)
     for i in range(shown):
@@ -204,7 +213,7 @@ def landscape(
     out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" '
                'stroke="#444"/>')  # fmt: skip
     out += _axes(f, p.labels)
-    out += _colorbar(left + pw + 24, top + 8, ph - 16, lv, max(len(rings), 1))
+    out += _colorbar(left + pw + 24, top + 8, ph - 16, lv, len(rings))
     out += _legend(legend, left, top + ph + 56, p.tsse_star, notes)
     out.append("</svg>")
     return "\n".join(out) + "\n"
