@@ -4,6 +4,7 @@ python -m lrexp.compare                               # the runs of experiment l
 python -m lrexp.compare --sweep <parent run id>       # the runs of one sweep
 python -m lrexp.compare --sort gap_theta --top 5 --plot best.png
 python -m lrexp.compare --all                         # failed and diverged runs ranked too
+python -m lrexp.compare --sweep <id> --html report.html   # also one self-contained HTML page
 
 The table shows only the params whose values differ between the listed runs (``--all-columns``
 shows them all, ``--columns`` picks them), wrapped to the terminal's width: what is left is what
