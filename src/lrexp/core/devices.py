@@ -99,14 +99,17 @@ def sum_shards(fn: Callable, arrays: Sequence[jax.Array]) -> Any:
 
 def sharded_sum(fn: Callable, arrays: Sequence[Any]) -> Any:
     """``fn(*arrays)`` for an additive ``fn`` of rows (a statistics pass, an accumulation of
-    sums), computed with the rows spread over every device; on one device, ``fn`` itself."""
+    sums), computed with the rows spread over every device; on one device, ``fn`` itself.
+
+    The sums land on the first device: what uses them (steps on statistics, O(M²) each) then
+    runs once, not once per device."""
     if count() == 1:
         return fn(*arrays)
     parts = [shard_rows(a) for a in arrays]
     total = sum_shards(fn, [main for main, _ in parts])
-    if parts[0][1].shape[0] == 0:
-        return total
-    return jax.tree.map(jnp.add, total, fn(*(rest for _, rest in parts)))
+    if parts[0][1].shape[0] > 0:
+        total = jax.tree.map(jnp.add, total, fn(*(rest for _, rest in parts)))
+    return jax.device_put(total, jax.local_devices()[0])
 
 
 def local_rows(*arrays: Any) -> list[jax.Array]:
