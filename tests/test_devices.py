@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 N, M = 4099, 5  # 4099 = 4·1024 + 3: the rows that do not split evenly take the other path
-FULL = bool(os.environ.get("CI_FULL"))
+FULL = os.environ.get("CI_FULL") == "1"  # as conftest's: the cases marked full run
 MEMBERS = 6  # not a multiple of 4: the launcher pads to 8 and drops the copies
 ADAM = {"lr": 0.1, "b1": 0.9, "b2": 0.999, "eps": 1e-8}
 LRS = [0.05, 0.02, 0.1, 0.01, 0.03, 0.07]
@@ -72,7 +72,7 @@ def test_full_batch_rows_are_sharded_over_four_devices(fits):
     [
         "rows_adam",
         "stats_sgd",
-        pytest.param("rows_lbfgs", marks=pytest.mark.skipif(not FULL, reason="CI_FULL: 5 s more")),
+        pytest.param("rows_lbfgs", marks=pytest.mark.full),  # the workers compile it: 5 s more
     ],
 )
 def test_full_batch_fit_on_four_devices_equals_one(fits, case):
