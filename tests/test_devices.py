@@ -81,7 +81,9 @@ def test_full_batch_fit_on_four_devices_equals_one(fits, case):
     for curve in ("train_mse", "test_mse", "grad_norm"):
         a, b = four[f"{case}_{curve}"], one[f"{case}_{curve}"]
         assert a.shape == b.shape and len(a) > 1
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        # near the optimum ‖∇‖ is float32 rounding of sums as large as its starting value
+        atol = 1e-6 * np.abs(b).max() if curve == "grad_norm" else 1e-6
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=atol)
     assert four[f"{case}_epochs"] == one[f"{case}_epochs"]
 
 
@@ -102,6 +104,26 @@ def test_batched_members_spread_over_devices_and_equal_one_device(fits, case):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(four[f"batch_{case}_mse"], one[f"batch_{case}_mse"], rtol=1e-4)
     assert len(set(np.round(a[:, 1], 4))) == MEMBERS  # the members differ: none a padding copy
+
+
+CLI_RUNS = {
+    "full batch from rows": ("train.batch_size=null", "train.sufficient_stats=false",
+                             "data.n=70000", "train.epochs=20"),  # 56 000 training rows ≥ MIN_ROWS
+    "vmap sweep": ("-m", "hydra/launcher=vmap", "optimizer.lr=0.001,0.003,0.01", "train.epochs=3"),
+}  # fmt: skip
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("run", list(CLI_RUNS))
+def test_cli_on_four_devices_prints_what_one_device_prints(tmp_path, run):
+    """The whole pipeline on sharded arrays: the same summary (θ table, each job's test MSE)."""
+    args = [sys.executable, "-m", "lrexp.train", *CLI_RUNS[run], "tracking.enabled=false"]
+    outs = []
+    for d in (1, 4):
+        proc = subprocess.run(args, env=_env(d), cwd=tmp_path, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        outs.append([x for x in proc.stdout.splitlines() if "theta_" in x or "test MSE" in x])
+    assert outs[0] and outs[0] == outs[1]
 
 
 def _free_port() -> int:
