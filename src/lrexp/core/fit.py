@@ -198,14 +198,10 @@ def fit_batch(
     """
     hyper = jax.tree.map(lambda *v: jnp.stack(v), *hypers)
     key = jnp.stack(keys)
-    shape = (len(hypers), np.shape(X)[-1] + 1)
-    theta = jnp.zeros(shape, dtype) if theta0 is None else jnp.asarray(theta0, dtype)
-    if theta.shape != shape:
-        raise ValueError(f"theta0 has shape {theta.shape}; these members need {shape}")
     many = devices.count() > 1  # members spread over the devices: as many on each
+    size = devices.members_padded(len(hypers))
     if many:
-        size = devices.members_padded(len(hypers))
-        hyper, key, theta = devices.spread(devices.pad_members((hyper, key, theta), size))
+        hyper, key = devices.spread(devices.pad_members((hyper, key), size))
         if not shared_data:
             X, y, X_test, y_test = devices.spread(devices.pad_members((X, y, X_test, y_test), size))
     # Members that share the data share its blocks' row order (the first member's key).
@@ -216,6 +212,12 @@ def fit_batch(
     if many:  # shared data: a copy on every device
         train, test = devices.spread((train, test), members=not shared_data)
     begin, chunk_fn = _batched(spec, None if shared_data else 0)
+    shape = (len(hypers), np.shape(X)[-1] + 1)
+    theta = jnp.zeros(shape, dtype) if theta0 is None else jnp.asarray(theta0, dtype)
+    if theta.shape != shape:
+        raise ValueError(f"theta0 has shape {theta.shape}; these members need {shape}")
+    if many:
+        theta = devices.spread(devices.pad_members(theta, size))
     state, row0 = begin(theta, train, test, hyper)
     rows = [(row0, np.ones((len(hypers), 1), bool))]
     steps: list[StepRows] = []

@@ -69,7 +69,7 @@ def training_data(
 
     On many devices (:func:`devices.shards_rows`) the statistics pass spreads the rows over
     them, and with ``shard`` full batches from rows are :class:`model.Shards` of columns."""
-    many = not stacked and devices.shards_rows(np.shape(y)[0])
+    many = not stacked and y is not None and devices.shards_rows(np.shape(y)[0])
     if spec.stats and many:
         return devices.sharded_sum(_stats, (X, y)), devices.sharded_sum(_stats, (X_test, y_test))
     if spec.batch_size is None and not spec.stats and many and shard:
