@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,19 +40,24 @@ def _spawn(*args: str, n_devices: int = 1) -> subprocess.Popen:
     )
 
 
-def _finish(proc: subprocess.Popen, timeout: float = 120) -> str:
-    out, _ = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, out
-    return out
+def _finish(procs: list[subprocess.Popen], timeout: float = 120) -> None:
+    """Wait for every process to succeed; on any failure or timeout, end them all."""
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=timeout)
+            assert proc.returncode == 0, out
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 @pytest.fixture(scope="module")
 def fits(tmp_path_factory) -> tuple[dict, dict]:
     """The same fits on 1 device and on 4, side by side (two subprocesses at once)."""
     tmp = tmp_path_factory.mktemp("devices")
-    procs = {d: _spawn("fits", str(tmp / f"{d}.npz"), n_devices=d) for d in (1, 4)}
-    for proc in procs.values():
-        _finish(proc)
+    _finish([_spawn("fits", str(tmp / f"{d}.npz"), n_devices=d) for d in (1, 4)])
     return tuple(dict(np.load(tmp / f"{d}.npz")) for d in (1, 4))
 
 
@@ -136,9 +140,7 @@ def test_two_processes_sum_statistics_over_their_halves_of_the_rows(tmp_path):
     """``jax.distributed`` on CPU (gloo collectives): each process holds half the rows; the
     statistics pass psum'd over both equals one process's pass over all of them."""
     port = str(_free_port())
-    procs = [_spawn("dist", str(i), port, str(tmp_path / f"{i}.npz")) for i in range(2)]
-    for proc in procs:
-        _finish(proc, timeout=90)
+    _finish([_spawn("dist", str(i), port, str(tmp_path / f"{i}.npz")) for i in range(2)], 90)
     for i in range(2):
         got = np.load(tmp_path / f"{i}.npz")
         assert got["processes"] == 2 and got["devices"] == 2 and got["local_rows"] == N // 2
@@ -257,4 +259,3 @@ if __name__ == "__main__":
         _run_fits(sys.argv[2])
     else:
         _run_dist(int(sys.argv[2]), sys.argv[3], sys.argv[4])
-    Path(sys.argv[-1]).exists() or sys.exit(1)
