@@ -1,0 +1,235 @@
+"""Sweeps on a real SLURM cluster: ``scripts/slurm_cluster.sh`` starts one on this machine (root
+only; CI is root and must run these), a real ``mlflow server`` on 127.0.0.1 takes the runs.
+
+Each case runs the README's ``hydra/launcher=slurm ... tracking=server`` sweep, shrunk, as a real
+job array; the jobs pause at a phase of their run (``lrexp.tracking.hooks``) where a test must
+hit them with ``scancel`` or a requeue, so that nothing depends on timing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from test_server import mlflow_server, require
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "slurm_cluster.sh"
+PACKAGES = "apt-get install slurm-wlm slurmdbd munge mariadb-server"
+IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false")
+full_only = pytest.mark.skipif(not os.environ.get("CI_FULL"), reason="slow: CI_FULL=1 runs it")
+
+
+def test_slurm_launcher_option_composes_to_lrexps_array_launcher():
+    with initialize_config_module(version_base="1.3", config_module="lrexp.conf"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.lrexp_launcher.slurm_launcher.SlurmLauncher"
+    assert launcher.partition is None and launcher.timeout_min == 30
+    assert launcher.cpus_per_task == 2 and launcher.tasks_per_node == 1
+    assert launcher.submitit_folder == f"{cfg.hydra.sweep.dir}/.submitit/%j"  # logs by the sweep
+
+
+# --- the cluster and the tracking server ---------------------------------------------------------
+def cluster(*args: str) -> subprocess.CompletedProcess:
+    """Run ``scripts/slurm_cluster.sh``; under CI (or as root with SLURM installed) a failure to
+    start fails the test."""
+    proc = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=400)
+    if proc.returncode != 0:
+        pytest.fail(f"slurm_cluster.sh {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory) -> Iterator[Path]:
+    """A running single-node cluster (with accounting); its directory. Stopped at the end."""
+    if os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("CI must run the SLURM tests as root (the daemons run as root)")
+        pytest.skip("a local SLURM cluster needs root")
+    require(shutil.which("slurmctld") is not None, "SLURM", PACKAGES)
+    folder = Path(os.environ.get("LREXP_SLURM_DIR", "/tmp/lrexp-slurm"))
+    os.environ["SLURM_CONF"] = str(folder / "slurm.conf")  # the jobs' and the sweep's commands
+    cluster("start")
+    try:
+        yield folder
+    finally:
+        cluster("stop")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[str]:
+    workdir = tmp_path_factory.mktemp("slurm-server")
+    with mlflow_server(f"sqlite:///{workdir / 'mlflow.db'}", workdir) as url:
+        yield url
+
+
+def start_sweep(cwd: Path, url: str, experiment: str, *overrides: str, **env: str):
+    """Start the README's SLURM sweep (shrunk) in the background; stdout and stderr to files."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LREXP_SWEEP_")}
+    environ.update(
+        PYTHONUNBUFFERED="1",
+        HYDRA_FULL_ERROR="1",
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="1",
+        MLFLOW_HTTP_REQUEST_TIMEOUT="30",
+        **env,
+    )
+    args = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
+    args += ["tracking=server", f"tracking.uri={url}", f"tracking.experiment={experiment}"]
+    args += ["train.epochs=2", "tracking.log_model=false", *overrides]
+    with open(cwd / "out.txt", "w") as out, open(cwd / "err.txt", "w") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "lrexp.train", "-m", *args],
+            cwd=cwd,
+            env=environ,
+            stdout=out,
+            stderr=err,
+        )
+
+
+def finish(proc: subprocess.Popen, cwd: Path, timeout_s: float) -> str:
+    """Wait for the sweep (bounded: past it, kill it and fail); its output, logs included."""
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"the sweep did not end within {timeout_s:.0f}s:\n{output(cwd)}")
+    return output(cwd)
+
+
+def output(cwd: Path) -> str:
+    logs = "".join(f"\n--- {f.name}\n" + f.read_text()[-1500:] for f in cwd.rglob("*_log.*"))
+    return (cwd / "out.txt").read_text()[-3000:] + (cwd / "err.txt").read_text()[-3000:] + logs
+
+
+def poll(what: str, check, cwd: Path, timeout_s: float = 180.0):
+    """Poll ``check()`` until it returns something true; bounded, failing with the output."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.5)
+    pytest.fail(f"{what}: not within {timeout_s:.0f}s\n{output(cwd)}")
+
+
+def array_of(cwd: Path) -> str | None:
+    found = re.search(r"SLURM job array (\d+)", (cwd / "out.txt").read_text())
+    return found.group(1) if found else None
+
+
+def sweep_runs(url: str, experiment: str) -> tuple:
+    """(parent, children) of the experiment's sweep."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(url)
+    exp = client.get_experiment_by_name(experiment)
+    runs = [] if exp is None else client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("lrexp.sweep") == "true"]
+    children = [r for r in runs if r.data.tags.get("lrexp.sweep") != "true"]
+    return (parents[0] if parents else None), children
+
+
+def job_of(run) -> str:
+    return run.data.tags.get("lrexp.job_num", "?")
+
+
+def running_children(url: str, experiment: str, n: int) -> list:
+    _, children = sweep_runs(url, experiment)
+    running = [r for r in children if r.info.status == "RUNNING"]
+    return running if len(running) >= n else []
+
+
+def squeue(array: str) -> dict[str, str]:
+    out = subprocess.run(
+        ["squeue", "-h", "-r", "--states=all", "-j", array, "-o", "%i %T"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return dict(line.split()[:2] for line in out.stdout.splitlines() if line.strip())
+
+
+def paused(tmp_path: Path, phase: str = "params") -> dict[str, str]:
+    """Environment for the jobs: pause each at ``phase`` until the test releases or kills it."""
+    (tmp_path / "pause").mkdir(exist_ok=True)
+    return {
+        "LREXP_TEST_PAUSE_AT": phase,
+        "LREXP_TEST_PAUSE_DIR": str(tmp_path / "pause"),
+        "LREXP_TEST_PAUSE_S": "600",
+    }
+
+
+# --- the cases -----------------------------------------------------------------------------------
+def test_slurm_sweep_runs_a_job_array_every_child_finished(slurm, server, tmp_path):
+    experiment = "slurm-ok"
+    proc = start_sweep(tmp_path, server, experiment, "optimizer=sgd,adam")
+    out = finish(proc, tmp_path, 300)
+    assert proc.returncode == 0, out
+    parent, children = sweep_runs(server, experiment)
+    assert parent is not None and parent.info.status == "FINISHED", out
+    assert sorted(r.data.params["optimizer.name"] for r in children) == ["adam", "sgd"]
+    assert all(r.info.status == "FINISHED" for r in children), out
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    # They ran as SLURM's array tasks: slurmctld knows them, and each task's log names its run.
+    array = array_of(tmp_path)
+    assert set(squeue(array)) == {f"{array}_0", f"{array}_1"}, squeue(array)
+    logs = list(tmp_path.glob(f"multirun/*/*/.submitit/{array}_*/{array}_*_log.out"))
+    logged = {m for log in logs for m in re.findall(r"MLflow run ([0-9a-f]{32})", log.read_text())}
+    assert logged == {r.info.run_id for r in children}, out
+
+
+def cancel_one_task(tmp_path: Path, server: str, experiment: str) -> tuple:
+    """Three jobs (two run, one waits), paused in their runs; scancel the second: the sweep's
+    end, its output and the seconds from the scancel to the sweep's exit."""
+    proc = start_sweep(
+        tmp_path, server, experiment, "optimizer=sgd,adam,momentum", **paused(tmp_path)
+    )
+    try:
+        array = poll("the array's id", lambda: array_of(tmp_path), tmp_path)
+        running = poll("two running", lambda: running_children(server, experiment, 2), tmp_path)
+        victim = max(running, key=job_of)
+        task = f"{array}_{job_of(victim)}"
+        subprocess.run(["scancel", task], check=True, timeout=60)
+        cancelled_at = time.monotonic()
+        out = finish(proc, tmp_path, 240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run(["scancel", array_of(tmp_path) or "0"], capture_output=True, timeout=60)
+    return proc, out, task, victim.info.run_id, time.monotonic() - cancelled_at
+
+
+def test_scancel_of_one_task_kills_its_child_cancels_the_rest_and_ends_the_sweep(
+    slurm, server, tmp_path
+):
+    experiment = "slurm-scancel"
+    proc, out, task, victim_id, took = cancel_one_task(tmp_path, server, experiment)
+    assert proc.returncode == 1, out
+    assert took < 120, (took, out)  # noticed from squeue at once; not submitit's sacct wait
+    parent, children = sweep_runs(server, experiment)
+    (victim,) = [r for r in children if r.info.run_id == victim_id]
+    assert victim.info.status == "KILLED", out
+    assert victim.data.tags["lrexp.failure_reason"] == "terminated (SIGTERM)"
+    # The parent says which job ended the sweep, and that the others were cancelled.
+    assert parent.info.status == "KILLED", out
+    reason = parent.data.tags["lrexp.failure_reason"]
+    assert f"SLURM job {task} " in reason and "CANCELLED" in reason, reason
+    assert "cancelled its other jobs" in reason, reason
+    assert f"lrexp: error: SLURM job {task} " in out
+    # No child is left RUNNING, none FINISHED after its parent was killed; no task still runs.
+    assert all(r.info.status == "KILLED" for r in children), [
+        (job_of(r), r.info.status) for r in children
+    ]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    states = squeue(task.split("_")[0])
+    assert not {"RUNNING", "PENDING", "COMPLETING"} & set(states.values()), states
