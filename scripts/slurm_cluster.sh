@@ -76,7 +76,7 @@ write_configs() {
     echo "SelectType=select/cons_tres"
     echo "SelectTypeParameters=CR_Core"
     echo "ReturnToService=2"
-    echo "KillWait=10"            # seconds between SIGTERM and SIGKILL (scancel, requeue)
+    echo "KillWait=30"            # seconds between SIGTERM and SIGKILL (scancel, requeue)
     echo "SchedulerParameters=sched_interval=2"
     echo "MpiDefault=none"
     if [[ "$accounting" == yes ]]; then
@@ -167,22 +167,32 @@ start() {
 }
 
 stop() {
-  local name pid
+  local name pids=()
+  if alive "$DIR/slurmctld.pid"; then  # stopped daemons leave their jobs running: end them first
+    scancel --quiet -u root 2>/dev/null || true
+    local deadline=$((SECONDS + WAIT_S))
+    while [[ -n "$(squeue -h -o %i 2>/dev/null)" ]] && ((SECONDS < deadline)); do sleep 0.5; done
+  fi
   for name in slurmd slurmctld slurmdbd mariadb; do
-    alive "$DIR/$name.pid" || { rm -f "$DIR/$name.pid"; continue; }
-    pid="$(cat "$DIR/$name.pid")"
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 $((WAIT_S * 2))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+    if alive "$DIR/$name.pid"; then
+      pids+=("$(cat "$DIR/$name.pid")")
+      kill "${pids[-1]}" 2>/dev/null || true
+    fi
     rm -f "$DIR/$name.pid"
   done
+  local deadline=$((SECONDS + WAIT_S))
+  while ((SECONDS < deadline)); do
+    local left=0
+    for name in "${pids[@]}"; do kill -0 "$name" 2>/dev/null && left=1; done
+    ((left)) || break
+    sleep 0.2
+  done
+  for name in "${pids[@]}"; do kill -9 "$name" 2>/dev/null || true; done
   if [[ -f "$DIR/munge.ours" && -f /run/munge/munged.pid ]]; then
     kill "$(cat /run/munge/munged.pid)" 2>/dev/null || true
     rm -f "$DIR/munge.ours"
   fi
-  # State of the stopped cluster goes too: a fresh start has no old jobs to recover.
-  rm -rf "$DIR/ctld" "$DIR/spool"
-  say "stopped"
+  say "stopped"  # the jobs' state stays in $DIR/ctld: job ids go on from there at the next start
 }
 
 status() {

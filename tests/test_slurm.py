@@ -48,9 +48,27 @@ def cluster(*args: str) -> subprocess.CompletedProcess:
     return proc
 
 
+def cluster_start(*args: str) -> subprocess.Popen:
+    """Start ``scripts/slurm_cluster.sh start`` in the background (see :func:`cluster_ready`)."""
+    return subprocess.Popen(
+        ["bash", str(SCRIPT), "start", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def cluster_ready(proc: subprocess.Popen) -> None:
+    """Wait for the script (bounded by its own waits); its failure fails the test."""
+    out, _ = proc.communicate(timeout=400)
+    if proc.returncode != 0:
+        pytest.fail(f"slurm_cluster.sh start failed:\n{out}")
+
+
 @pytest.fixture(scope="module")
-def slurm(tmp_path_factory) -> Iterator[Path]:
-    """A running single-node cluster (with accounting); its directory. Stopped at the end."""
+def slurm(tmp_path_factory) -> Iterator[str]:
+    """A running single-node cluster (with accounting) and a tracking server; the server's URL.
+    The cluster starts while the server does; it is stopped at the end."""
     if os.geteuid() != 0:
         if IN_CI:
             pytest.fail("CI must run the SLURM tests as root (the daemons run as root)")
@@ -58,18 +76,16 @@ def slurm(tmp_path_factory) -> Iterator[Path]:
     require(shutil.which("slurmctld") is not None, "SLURM", PACKAGES)
     folder = Path(os.environ.get("LREXP_SLURM_DIR", "/tmp/lrexp-slurm"))
     os.environ["SLURM_CONF"] = str(folder / "slurm.conf")  # the jobs' and the sweep's commands
-    cluster("start")
-    try:
-        yield folder
-    finally:
-        cluster("stop")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[str]:
+    starting = cluster_start()
     workdir = tmp_path_factory.mktemp("slurm-server")
-    with mlflow_server(f"sqlite:///{workdir / 'mlflow.db'}", workdir) as url:
-        yield url
+    try:
+        with mlflow_server(f"sqlite:///{workdir / 'mlflow.db'}", workdir) as url:
+            cluster_ready(starting)
+            yield url
+    finally:
+        if starting.poll() is None:
+            starting.kill()
+        cluster("stop")
 
 
 def start_sweep(cwd: Path, url: str, experiment: str, *overrides: str, **env: str):
@@ -170,7 +186,8 @@ def paused(tmp_path: Path, phase: str = "params") -> dict[str, str]:
 
 
 # --- the cases -----------------------------------------------------------------------------------
-def test_slurm_sweep_runs_a_job_array_every_child_finished(slurm, server, tmp_path):
+def test_slurm_sweep_runs_a_job_array_every_child_finished(slurm, tmp_path):
+    server = slurm
     experiment = "slurm-ok"
     proc = start_sweep(tmp_path, server, experiment, "optimizer=sgd,adam")
     out = finish(proc, tmp_path, 300)
@@ -209,10 +226,11 @@ def cancel_one_task(tmp_path: Path, server: str, experiment: str) -> tuple:
     return proc, out, task, victim.info.run_id, time.monotonic() - cancelled_at
 
 
-def test_scancel_of_one_task_kills_its_child_cancels_the_rest_and_ends_the_sweep(
-    slurm, server, tmp_path
-):
-    experiment = "slurm-scancel"
+def test_scancel_of_one_task_kills_its_child_cancels_the_rest_and_ends_the_sweep(slurm, tmp_path):
+    check_cancelled_sweep(slurm, tmp_path, "slurm-scancel")
+
+
+def check_cancelled_sweep(server: str, tmp_path: Path, experiment: str) -> None:
     proc, out, task, victim_id, took = cancel_one_task(tmp_path, server, experiment)
     assert proc.returncode == 1, out
     assert took < 120, (took, out)  # noticed from squeue at once; not submitit's sacct wait
@@ -233,3 +251,54 @@ def test_scancel_of_one_task_kills_its_child_cancels_the_rest_and_ends_the_sweep
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
     states = squeue(task.split("_")[0])
     assert not {"RUNNING", "PENDING", "COMPLETING"} & set(states.values()), states
+
+
+@full_only
+def test_requeued_task_reruns_its_job_without_duplicating_finished_children(slurm, tmp_path):
+    """Preemption as SLURM does it: SIGTERM, then the same job again (``scontrol requeue``)."""
+    server, experiment = slurm, "slurm-requeue"
+    pause = paused(tmp_path)
+    proc = start_sweep(
+        tmp_path, server, experiment, "optimizer=sgd,adam", "tracking.skip_finished=true", **pause
+    )
+    try:
+        array = poll("the array's id", lambda: array_of(tmp_path), tmp_path)
+        running = poll("two running", lambda: running_children(server, experiment, 2), tmp_path)
+        first = next(r for r in running if job_of(r) == "1")
+        subprocess.run(["scontrol", "requeue", f"{array}_1"], check=True, timeout=60)
+
+        def first_killed():
+            _, children = sweep_runs(server, experiment)
+            return [r for r in children if r.info.run_id == first.info.run_id and
+                    r.info.status == "KILLED"]  # fmt: skip
+
+        poll("the first attempt's child KILLED", first_killed, tmp_path)
+        # SLURM holds a requeued job for 2 minutes (its EligibleTime): let it start now.
+        subprocess.run(
+            ["scontrol", "update", f"jobid={array}_1", "StartTime=now"], check=True, timeout=60
+        )
+        poll("the rerun's child", lambda: running_children(server, experiment, 2), tmp_path)
+        (Path(pause["LREXP_TEST_PAUSE_DIR"]) / "params.go").touch()
+        out = finish(proc, tmp_path, 300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    parent, children = sweep_runs(server, experiment)
+    assert parent.info.status == "FINISHED", out
+    ends = sorted((job_of(r), r.info.status) for r in children)
+    assert ends == [("0", "FINISHED"), ("1", "FINISHED"), ("1", "KILLED")], (ends, out)
+    (killed,) = [r for r in children if r.info.status == "KILLED"]
+    assert killed.info.run_id == first.info.run_id
+    assert killed.data.tags["lrexp.failure_reason"] == "terminated (SIGTERM)"
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+
+
+@full_only
+def test_without_accounting_a_cancelled_task_still_ends_the_sweep(slurm, tmp_path):
+    """No slurmdbd, so no sacct: submitit alone would wait forever; squeue tells lrexp."""
+    cluster("start", "--no-accounting")
+    try:
+        check_cancelled_sweep(slurm, tmp_path, "slurm-no-accounting")
+    finally:
+        cluster("start")  # back to the cluster the other tests expect

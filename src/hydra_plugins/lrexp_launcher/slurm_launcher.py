@@ -21,6 +21,13 @@ log = logging.getLogger(submitit_launcher.__name__)
 class SlurmLauncher(submitit_launcher.SlurmLauncher):
     """submitit's SLURM launcher: the same submission, lrexp's wait (lrexp.sweeps.slurm)."""
 
+    def __call__(self, *args, **kwargs) -> JobReturn:
+        """Run one job, inside its SLURM job (see lrexp.sweeps.slurm.in_job)."""
+        from lrexp.sweeps import slurm
+
+        slurm.in_job()
+        return super().__call__(*args, **kwargs)
+
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:

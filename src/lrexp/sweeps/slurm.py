@@ -17,8 +17,10 @@ is not trained again), and the sweep waits for it.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -26,7 +28,7 @@ from typing import Any
 from hydra.core.utils import filter_overrides
 
 from lrexp.sweeps import callback
-from lrexp.tracking import client
+from lrexp.tracking import client, signals
 
 POLL_S = 2.0  # how often the launching process asks slurmctld about the array
 GRACE_S = 30.0  # a job that ended without its result file: how long to wait for the file
@@ -46,6 +48,15 @@ def results(jobs: Sequence[Any], overrides: list[list[str]]) -> list[Any]:
     if lost is not None:
         give_up(jobs, *lost, overrides)
     return [j.results()[0] for j in jobs]
+
+
+def in_job() -> None:
+    """In a SLURM job, before Hydra sets the job up: SIGTERM (``scancel``, a requeue, the time
+    limit) stops the job from now on, as it stops a run. submitit ignores SIGTERM in its jobs:
+    one that arrived while the job started up would be lost, and the run it then starts would be
+    killed (SIGKILL, after ``KillWait``) with its record left RUNNING."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signals.raise_terminated)
 
 
 def array_id(jobs: Sequence[Any]) -> str:
