@@ -175,6 +175,17 @@ def squeue(array: str) -> dict[str, str]:
     return dict(line.split()[:2] for line in out.stdout.splitlines() if line.strip())
 
 
+def start_now(task: str) -> bool:
+    """Whether ``task`` runs; a requeued task that SLURM holds for 2 minutes (its BeginTime,
+    once its first attempt has ended) is made to start now, as an impatient admin would."""
+    cmd = ["squeue", "-h", "-j", task, "-o", "%T %r"]
+    state = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout.split()
+    if state == ["PENDING", "BeginTime"]:
+        update = ["scontrol", "update", f"jobid={task}", "StartTime=now"]
+        subprocess.run(update, capture_output=True, timeout=60)
+    return state[:1] == ["RUNNING"]
+
+
 def paused(tmp_path: Path, phase: str = "params") -> dict[str, str]:
     """Environment for the jobs: pause each at ``phase`` until the test releases or kills it."""
     (tmp_path / "pause").mkdir(exist_ok=True)
@@ -273,10 +284,7 @@ def test_requeued_task_reruns_its_job_without_duplicating_finished_children(slur
                     r.info.status == "KILLED"]  # fmt: skip
 
         poll("the first attempt's child KILLED", first_killed, tmp_path)
-        # SLURM holds a requeued job for 2 minutes (its EligibleTime): let it start now.
-        subprocess.run(
-            ["scontrol", "update", f"jobid={array}_1", "StartTime=now"], check=True, timeout=60
-        )
+        poll("the rerun started", lambda: start_now(f"{array}_1"), tmp_path)
         poll("the rerun's child", lambda: running_children(server, experiment, 2), tmp_path)
         (Path(pause["LREXP_TEST_PAUSE_DIR"]) / "params.go").touch()
         out = finish(proc, tmp_path, 300)
