@@ -197,6 +197,7 @@ def paused(tmp_path: Path, phase: str = "params") -> dict[str, str]:
 
 
 # --- the cases -----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_slurm_sweep_runs_a_job_array_every_child_finished(slurm, tmp_path):
     server = slurm
     experiment = "slurm-ok"
@@ -237,6 +238,7 @@ def cancel_one_task(tmp_path: Path, server: str, experiment: str) -> tuple:
     return proc, out, task, victim.info.run_id, time.monotonic() - cancelled_at
 
 
+@pytest.mark.slow
 def test_scancel_of_one_task_kills_its_child_cancels_the_rest_and_ends_the_sweep(slurm, tmp_path):
     check_cancelled_sweep(slurm, tmp_path, "slurm-scancel")
 
@@ -264,6 +266,7 @@ def check_cancelled_sweep(server: str, tmp_path: Path, experiment: str) -> None:
     assert not {"RUNNING", "PENDING", "COMPLETING"} & set(states.values()), states
 
 
+@pytest.mark.slow
 @full_only
 def test_requeued_task_reruns_its_job_without_duplicating_finished_children(slurm, tmp_path):
     """Preemption as SLURM does it: SIGTERM, then the same job again (``scontrol requeue``)."""
@@ -302,6 +305,7 @@ def test_requeued_task_reruns_its_job_without_duplicating_finished_children(slur
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
 
 
+@pytest.mark.slow
 @full_only
 def test_without_accounting_a_cancelled_task_still_ends_the_sweep(slurm, tmp_path):
     """No slurmdbd, so no sacct: submitit alone would wait forever; squeue tells lrexp."""
