@@ -281,10 +281,10 @@ def test_requeued_task_reruns_its_job_without_duplicating_finished_children(slur
         first = next(r for r in running if job_of(r) == "1")
         subprocess.run(["scontrol", "requeue", f"{array}_1"], check=True, timeout=60)
 
-        def first_killed():
+        def first_killed() -> bool:
             _, children = sweep_runs(server, experiment)
-            return [r for r in children if r.info.run_id == first.info.run_id and
-                    r.info.status == "KILLED"]  # fmt: skip
+            ended = {r.info.run_id: r.info.status for r in children}
+            return ended[first.info.run_id] == "KILLED"
 
         poll("the first attempt's child KILLED", first_killed, tmp_path)
         poll("the rerun started", lambda: start_now(f"{array}_1"), tmp_path)
@@ -303,6 +303,23 @@ def test_requeued_task_reruns_its_job_without_duplicating_finished_children(slur
     assert killed.info.run_id == first.info.run_id
     assert killed.data.tags["lrexp.failure_reason"] == "terminated (SIGTERM)"
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+
+    # A finished job requeued (preempted as it ended, or by an admin) runs again: with
+    # tracking.skip_finished its rerun trains nothing and records that it skipped.
+    (done,) = [r for r in children if job_of(r) == "0"]
+    subprocess.run(["scontrol", "requeue", f"{array}_0"], check=True, timeout=60)
+
+    def skipped() -> list:
+        start_now(f"{array}_0")
+        _, children = sweep_runs(server, experiment)
+        return [r for r in children if r.data.tags.get("lrexp.skipped_for") == done.info.run_id]
+
+    (skip,) = poll("the finished job's rerun", skipped, tmp_path)
+    _, children = sweep_runs(server, experiment)
+    trained = [r for r in children if "lrexp.skipped_for" not in r.data.tags]
+    ends = sorted((job_of(r), r.info.status) for r in trained)
+    assert ends == [("0", "FINISHED"), ("1", "FINISHED"), ("1", "KILLED")], ends
+    assert skip.data.tags["mlflow.parentRunId"] == parent.info.run_id
 
 
 @pytest.mark.slow
