@@ -231,11 +231,18 @@ def cancel_one_task(tmp_path: Path, server: str, experiment: str) -> tuple:
         subprocess.run(["scancel", task], check=True, timeout=60)
         cancelled_at = time.monotonic()
         out = finish(proc, tmp_path, 240)
+        took = time.monotonic() - cancelled_at
+        ended = (*sweep_runs(server, experiment), squeue(array))  # before the cleanup below
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        subprocess.run(["scancel", array_of(tmp_path) or "0"], capture_output=True, timeout=60)
-    return proc, out, task, victim.info.run_id, time.monotonic() - cancelled_at
+        cleanup(proc, tmp_path)
+    return proc, out, task, victim.info.run_id, took, ended
+
+
+def cleanup(proc: subprocess.Popen, cwd: Path) -> None:
+    """After a test's checks are taken: nothing of its sweep runs on."""
+    if proc.poll() is None:
+        proc.kill()
+    subprocess.run(["scancel", array_of(cwd) or "0"], capture_output=True, timeout=60)
 
 
 @pytest.mark.slow
@@ -244,10 +251,11 @@ def test_scancel_of_one_task_kills_its_child_cancels_the_rest_and_ends_the_sweep
 
 
 def check_cancelled_sweep(server: str, tmp_path: Path, experiment: str) -> None:
-    proc, out, task, victim_id, took = cancel_one_task(tmp_path, server, experiment)
+    proc, out, task, victim_id, took, (parent, children, states) = cancel_one_task(
+        tmp_path, server, experiment
+    )
     assert proc.returncode == 1, out
     assert took < 120, (took, out)  # noticed from squeue at once; not submitit's sacct wait
-    parent, children = sweep_runs(server, experiment)
     (victim,) = [r for r in children if r.info.run_id == victim_id]
     assert victim.info.status == "KILLED", out
     assert victim.data.tags["lrexp.failure_reason"] == "terminated (SIGTERM)"
@@ -262,7 +270,6 @@ def check_cancelled_sweep(server: str, tmp_path: Path, experiment: str) -> None:
         (job_of(r), r.info.status) for r in children
     ]
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
-    states = squeue(task.split("_")[0])
     assert not {"RUNNING", "PENDING", "COMPLETING"} & set(states.values()), states
 
 
@@ -331,3 +338,24 @@ def test_without_accounting_a_cancelled_task_still_ends_the_sweep(slurm, tmp_pat
         check_cancelled_sweep(slurm, tmp_path, "slurm-no-accounting")
     finally:
         cluster("start")  # back to the cluster the other tests expect
+
+
+@pytest.mark.slow
+@full_only
+def test_stopping_the_sweep_cancels_its_jobs_and_kills_every_run(slurm, tmp_path):
+    """SIGTERM to the launching process (a scheduler's, ``kill``): no job runs on without it."""
+    server, experiment = slurm, "slurm-stop-sweep"
+    proc = start_sweep(tmp_path, server, experiment, "optimizer=sgd,adam", **paused(tmp_path))
+    try:
+        array = poll("the array's id", lambda: array_of(tmp_path), tmp_path)
+        poll("two running", lambda: running_children(server, experiment, 2), tmp_path)
+        proc.terminate()
+        out = finish(proc, tmp_path, 240)
+        (parent, children), states = sweep_runs(server, experiment), squeue(array)
+    finally:
+        cleanup(proc, tmp_path)
+    assert proc.returncode == 143, out
+    assert parent.info.status == "KILLED", out
+    assert [r.info.status for r in children] == ["KILLED", "KILLED"], out
+    assert all(r.data.tags["lrexp.failure_reason"] == "terminated (SIGTERM)" for r in children)
+    assert set(states.values()) == {"CANCELLED"}, states

@@ -9,6 +9,9 @@ polls the whole array through ``squeue`` (slurmctld's own view, with or without 
 other tasks (each ends its child run KILLED, as SIGTERM does), ends the sweep's parent run KILLED
 (FAILED if the job failed rather than was cancelled) with a reason that names the job, and exits 1.
 
+When the sweep itself is stopped (Ctrl-C, SIGTERM), it cancels its array too, and waits for the
+jobs to end their runs KILLED before the parent is ended KILLED.
+
 A job that SLURM requeues (preemption, ``scontrol requeue``) is not lost: its first attempt ends
 its child KILLED, the rerun makes a new child (with ``tracking.skip_finished``, a finished config
 is not trained again), and the sweep waits for it.
@@ -44,7 +47,12 @@ def results(jobs: Sequence[Any], overrides: list[list[str]]) -> list[Any]:
     """Each job's result (Hydra's ``JobReturn``), once all have one; if one ends without, cancel
     the others, end the parent run with the reason and exit 1."""
     print(f"lrexp sweep: SLURM job array {array_id(jobs)}", flush=True)
-    lost = wait_all(jobs)
+    try:
+        lost = wait_all(jobs)
+    except BaseException:  # Ctrl-C, SIGTERM: the sweep stops, and so do its jobs
+        subprocess.run(["scancel", array_id(jobs)], capture_output=True, timeout=60)
+        settle(jobs)
+        raise
     if lost is not None:
         give_up(jobs, *lost, overrides)
     return [j.results()[0] for j in jobs]
