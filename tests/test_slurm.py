@@ -36,6 +36,7 @@ def test_slurm_launcher_option_composes_to_lrexps_array_launcher():
     assert launcher.partition is None and launcher.timeout_min == 30
     assert launcher.cpus_per_task == 2 and launcher.tasks_per_node == 1
     assert launcher.submitit_folder == f"{cfg.hydra.sweep.dir}/.submitit/%j"  # logs by the sweep
+    assert launcher.additional_parameters == {"requeue": True}  # preemption reruns a job
 
 
 # --- the cluster and the tracking server ---------------------------------------------------------
@@ -215,6 +216,8 @@ def test_slurm_sweep_runs_a_job_array_every_child_finished(slurm, tmp_path):
     logs = list(tmp_path.glob(f"multirun/*/*/.submitit/{array}_*/{array}_*_log.out"))
     logged = {m for log in logs for m in re.findall(r"MLflow run ([0-9a-f]{32})", log.read_text())}
     assert logged == {r.info.run_id for r in children}, out
+    (script,) = tmp_path.glob(f"multirun/*/*/.submitit/{array}/*_submission.sh")
+    assert "#SBATCH --requeue\n" in script.read_text()
 
 
 def cancel_one_task(tmp_path: Path, server: str, experiment: str) -> tuple:
