@@ -221,16 +221,14 @@ def test_slurm_sweep_runs_a_job_array_every_child_finished(slurm, tmp_path):
 
 
 def cancel_one_task(tmp_path: Path, server: str, experiment: str) -> tuple:
-    """Three jobs (two run, one waits), paused in their runs; scancel the second: the sweep's
-    end, its output and the seconds from the scancel to the sweep's exit."""
-    proc = start_sweep(
-        tmp_path, server, experiment, "optimizer=sgd,adam,momentum", **paused(tmp_path)
-    )
+    """Two jobs, paused in their runs; scancel the second: the sweep's end, its output, the
+    seconds from the scancel to the sweep's exit, and the runs and tasks as the sweep left them."""
+    proc = start_sweep(tmp_path, server, experiment, "optimizer=sgd,adam", **paused(tmp_path))
     try:
         array = poll("the array's id", lambda: array_of(tmp_path), tmp_path)
         running = poll("two running", lambda: running_children(server, experiment, 2), tmp_path)
         victim = max(running, key=job_of)
-        task = f"{array}_{job_of(victim)}"
+        task, sibling = f"{array}_{job_of(victim)}", f"{array}_{min(map(job_of, running))}"
         subprocess.run(["scancel", task], check=True, timeout=60)
         cancelled_at = time.monotonic()
         out = finish(proc, tmp_path, 240)
@@ -238,7 +236,7 @@ def cancel_one_task(tmp_path: Path, server: str, experiment: str) -> tuple:
         ended = (*sweep_runs(server, experiment), squeue(array))  # before the cleanup below
     finally:
         cleanup(proc, tmp_path)
-    return proc, out, task, victim.info.run_id, took, ended
+    return proc, out, (task, sibling), victim.info.run_id, took, ended
 
 
 def cleanup(proc: subprocess.Popen, cwd: Path) -> None:
@@ -254,7 +252,7 @@ def test_scancel_of_one_task_kills_its_child_cancels_the_rest_and_ends_the_sweep
 
 
 def check_cancelled_sweep(server: str, tmp_path: Path, experiment: str) -> None:
-    proc, out, task, victim_id, took, (parent, children, states) = cancel_one_task(
+    proc, out, (task, sibling), victim_id, took, (parent, children, states) = cancel_one_task(
         tmp_path, server, experiment
     )
     assert proc.returncode == 1, out
@@ -266,14 +264,15 @@ def check_cancelled_sweep(server: str, tmp_path: Path, experiment: str) -> None:
     assert parent.info.status == "KILLED", out
     reason = parent.data.tags["lrexp.failure_reason"]
     assert f"SLURM job {task} " in reason and "CANCELLED" in reason, reason
-    assert "cancelled its other jobs" in reason, reason
+    assert reason.endswith(f"the sweep cancelled its other jobs {sibling}"), reason
     assert f"lrexp: error: SLURM job {task} " in out
     # No child is left RUNNING, none FINISHED after its parent was killed; no task still runs.
-    assert all(r.info.status == "KILLED" for r in children), [
-        (job_of(r), r.info.status) for r in children
+    assert sorted((job_of(r), r.info.status) for r in children) == [
+        ("0", "KILLED"),
+        ("1", "KILLED"),
     ]
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
-    assert not {"RUNNING", "PENDING", "COMPLETING"} & set(states.values()), states
+    assert states == {task: "CANCELLED", sibling: "CANCELLED"}, states
 
 
 @pytest.mark.slow

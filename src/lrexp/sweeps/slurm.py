@@ -106,7 +106,7 @@ def wait_all(jobs: Sequence[Any]) -> tuple[int, str] | None:
                 continue
             # COMPLETED: its result file may be late (a network filesystem); a job no one knows
             # any more may be between squeue and sacct; any other end has no result to come.
-            grace = {"COMPLETED": GRACE_S, "": GONE_S}.get(state.upper(), 5.0)
+            grace = {"COMPLETED": GRACE_S, "": GONE_S}.get(state.upper(), POLL_S)
             first = ended_at.setdefault(i, time.monotonic())
             if time.monotonic() - first >= grace:
                 return i, state or "gone from the queue"
