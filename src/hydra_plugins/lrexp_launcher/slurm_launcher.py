@@ -47,7 +47,10 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         executor.update_parameters(
             **{k if k in base else f"slurm_{k}": v for k, v in options.items()}
         )
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if "mode" in self.config.hydra.sweep:  # as submitit's launcher does
+            sweep_dir.chmod(int(str(self.config.hydra.sweep.mode), 8))
         params = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))

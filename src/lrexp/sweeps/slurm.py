@@ -34,7 +34,7 @@ from lrexp.sweeps import callback
 from lrexp.tracking import client, signals
 
 POLL_S = 2.0  # how often the launching process asks slurmctld about the array
-GRACE_S = 30.0  # a job that ended without its result file: how long to wait for the file
+GRACE_S = 30.0  # a job COMPLETED but its result file not seen yet: how long to wait for it
 GONE_S = 60.0  # a job that neither squeue nor sacct knows any more: how long until it is lost
 # States in which a job may still produce its result (REQUEUED: it will run again).
 WAITING = {
