@@ -192,7 +192,7 @@ def _check_file(data: FileData, base_dir: str | Path) -> None:
     if not data.path:
         raise ConfigError("data.path", data.path, f"must name a {kind} file")
     path = Path(base_dir, data.path)
-    if not path.is_file():
+    if not (path.is_file() or path.is_dir()):  # a directory: of Parquet files, streamed
         raise ConfigError(
             "data.path", data.path, f"must be an existing {kind} file (looked for {path.resolve()})"
         )

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lrexp.core import model
 from lrexp.core.chunk import History, _begin, _begin_jit, _evaluate, run_chunk
 from lrexp.core.cost import CHUNK_S, FLOAT_S, FULL_FLOAT_S, ROW_S, STEP_S, chunked
 from lrexp.core.layouts import training_data
@@ -131,7 +132,8 @@ def fit(
     passes the last completed epoch's row again. It never runs inside the compiled loop.
     """
     train, test = training_data(X, y, X_test, y_test, spec=spec, dtype=dtype, key=key)
-    shape = (np.shape(X)[-1] + 1,)
+    # X may be statistics (model.Stats, with y None): a streamed pass's, for spec.stats
+    shape = (np.shape(X.gram)[-1] if isinstance(X, model.Stats) else np.shape(X)[-1] + 1,)
     theta = jnp.zeros(shape, dtype) if theta0 is None else jnp.asarray(theta0, dtype)
     if theta.shape != shape:
         raise ValueError(f"theta0 has shape {theta.shape}; this data needs {shape}")

@@ -65,6 +65,8 @@ def training_data(
     from rows, :class:`BatchRows` (and the test statistics) for mini-batches, or
     :class:`BatchBlocks` for mini-batches of blocks (their rows ordered by ``key``)."""
     if spec.stats:
+        if isinstance(X, model.Stats):  # statistics already: a streamed pass's (y's are None)
+            return X, X_test
         stats = jax.vmap(_stats) if stacked else _stats_jit
         return stats(X, y), stats(X_test, y_test)
     if spec.batch_size is not None and spec.block > 1:

@@ -56,6 +56,15 @@ class Prepared:
             st.apply_target(ds.y[te]),
         )
 
+    @property
+    def n_rows(self) -> int:
+        """Rows of the data set (trained and tested on)."""
+        return len(self.dataset.y)
+
+    def sizes(self, i: int) -> tuple[int, int]:
+        """Split ``i``'s (training rows, test rows)."""
+        return len(self.parts[i][0]), len(self.parts[i][1])
+
     def hyper_of(self, i: int) -> fit.Hyper:
         """Split ``i``'s hyperparameters: ``train.tol`` (in the target's units, squared) in the
         units of split ``i``'s standardized target, ỹ = (y − ȳ) / σ_y."""
@@ -148,9 +157,13 @@ def prepare(cfg: Config, base_dir: str | Path = ".", *, shared: dict | None = No
     """
     base_dir = Path(base_dir).resolve()
     config.validate(cfg, base_dir)
+    cache = shared if shared is not None else {}
+    from lrexp.pipeline import streamed  # a module of its own that builds on this one
+
+    if streamed.streams(cfg, base_dir):  # Parquet larger than memory: one pass, no rows held
+        return streamed.prepare_streamed(cfg, base_dir, cache)
     k_data, k_split, k_shuffle = jax.random.split(jax.random.key(cfg.train.seed), 3)
     t = cfg.train
-    cache = shared if shared is not None else {}
     ds = _once(cache, ("data", asdict(cfg.data), t.seed, str(base_dir)), build_dataset, cfg.data,
                k_data, base_dir)  # fmt: skip
     n, m = ds.X.shape
@@ -170,16 +183,23 @@ def prepare(cfg: Config, base_dir: str | Path = ".", *, shared: dict | None = No
     )
     for warning in checks.warnings:
         log.warning(warning)
-    schedule_floats = optim.split_knobs(asdict(cfg.schedule))[0]
-    rtol = LINE_SEARCH_RTOL[t.dtype] if optim.OPTIMIZERS[cfg.optimizer.name].line_search else None
-    tol = None if t.tol is None else _in_loop_units(t.tol, scalers[0])
-    hyper = fit.make_hyper(floats, schedule_floats, tol, jnp.dtype(t.dtype), rtol=rtol)
+    hyper = hyper_for(cfg, scalers[0])
     batch = "full batch" if spec.batch_size is None else f"batch {spec.batch_size}"
     title = (
         f"lrexp: {cfg.optimizer.name} (lr {cfg.optimizer.lr:g}, {cfg.schedule.name}) on "
         f"{ds.name} [{n} rows × {m} features], {batch}, {cfg.train.dtype}"
     )
     return Prepared(cfg, base_dir, ds, parts, scalers, spec, hyper, k_shuffle, title, checks)
+
+
+def hyper_for(cfg: Config, scaler: data.Standardizer) -> fit.Hyper:
+    """The loop's float hyperparameters, ``train.tol`` in the units of ``scaler``'s target."""
+    t = cfg.train
+    floats = optim.split_knobs(asdict(cfg.optimizer))[0]
+    schedule_floats = optim.split_knobs(asdict(cfg.schedule))[0]
+    rtol = LINE_SEARCH_RTOL[t.dtype] if optim.OPTIMIZERS[cfg.optimizer.name].line_search else None
+    tol = None if t.tol is None else _in_loop_units(t.tol, scaler)
+    return fit.make_hyper(floats, schedule_floats, tol, jnp.dtype(t.dtype), rtol=rtol)
 
 
 def _once(cache: dict, key: tuple, make, *args):
