@@ -180,6 +180,7 @@ def stream_pass(
     folds: int | None,
     dropna: bool,
     on_batch: Callable[[int, int, float], None] | None = None,
+    batch_rows: int = BATCH_ROWS,
 ) -> Pass:
     """One pass over ``source``: the sums of every part, with the split rule of :func:`assign`.
 
@@ -187,7 +188,7 @@ def stream_pass(
     parts = 2 if folds is None else folds
     sums, sample, sample_part, dropped, row0 = None, [], [], 0, 0
     start = time.perf_counter()
-    for Z in batches(source):
+    for Z in batches(source, batch_rows):
         rows = np.arange(row0, row0 + len(Z))
         part = assign(rows, seed, test_fraction=test_fraction, folds=folds)
         row0 += len(Z)
