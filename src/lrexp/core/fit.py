@@ -111,6 +111,12 @@ def _steps_history(steps: list[StepRows], pick) -> StepRows:
     return StepRows(*(v[flat.valid] for v in flat))
 
 
+def _n_params(X) -> int:
+    """M + 1 for rows X (…, n, M), or for statistics (:class:`model.Stats`, a streamed pass's:
+    ``fit`` and ``fit_batch`` take them in place of X, with y None, where ``spec.stats``)."""
+    return np.shape(X.gram)[-1] if isinstance(X, model.Stats) else np.shape(X)[-1] + 1
+
+
 def fit(
     X: np.ndarray,
     y: np.ndarray,
@@ -132,8 +138,7 @@ def fit(
     passes the last completed epoch's row again. It never runs inside the compiled loop.
     """
     train, test = training_data(X, y, X_test, y_test, spec=spec, dtype=dtype, key=key)
-    # X may be statistics (model.Stats, with y None): a streamed pass's, for spec.stats
-    shape = (np.shape(X.gram)[-1] if isinstance(X, model.Stats) else np.shape(X)[-1] + 1,)
+    shape = (_n_params(X),)
     theta = jnp.zeros(shape, dtype) if theta0 is None else jnp.asarray(theta0, dtype)
     if theta.shape != shape:
         raise ValueError(f"theta0 has shape {theta.shape}; this data needs {shape}")
@@ -203,7 +208,7 @@ def fit_batch(
         key=key if not shared_data else key[0],
     )  # fmt: skip
     begin, chunk_fn = _batched(spec, None if shared_data else 0)
-    shape = (len(hypers), np.shape(X)[-1] + 1)
+    shape = (len(hypers), _n_params(X))
     theta = jnp.zeros(shape, dtype) if theta0 is None else jnp.asarray(theta0, dtype)
     if theta.shape != shape:
         raise ValueError(f"theta0 has shape {theta.shape}; these members need {shape}")
