@@ -20,6 +20,7 @@ from conftest import runs_in, typed_config
 from lrexp import config
 from lrexp.core import data, fit, stream
 from lrexp.pipeline import prepare
+from lrexp.pipeline.prepare import loop_spec
 from lrexp.pipeline.streamed import Streamed
 
 COLUMNS = ["a", "b", "c", "y"]
@@ -143,11 +144,43 @@ def test_streamed_optimum_and_metrics_equal_numpy(parquet_dir, streamed_run):
     assert fold.condition_number == pytest.approx(cond, rel=1e-6)
 
 
+def test_streamed_mini_batches_take_the_in_memory_order_from_a_cached_row_file(
+    parquet_dir, tmp_path, monkeypatch
+):
+    _, Z = parquet_dir
+    monkeypatch.setenv("LREXP_CACHE", str(tmp_path))
+    cfg = typed_config(
+        "data=file", f"data.path={parquet_dir[0]}", "data.target=y", "data.stream=true",
+        "train.batch_size=64", "train.epochs=3", "tracking.enabled=false",
+    )  # fmt: skip
+    p = prepare(cfg, "/")
+    (cached,) = tmp_path.glob("rows-*.npy")
+    host = p.arrays(0)[0]
+    part = _parts(len(Z))
+    # the training rows in the files' order, less the pass's shift, in float32
+    np.testing.assert_allclose(host.Z, Z[part == 0] - p.sums.shift, rtol=1e-6, atol=1e-6)
+    key = jax.random.key(7)
+    streamed = fit.fit(*p.arrays(0), spec=p.spec, hyper=p.hyper, key=key)
+    # In memory: the same rows, standardized alike, on the device; the loop chunked as for them.
+    rows = (np.asarray(host.Z, np.float64) - host.center) / host.scale
+    te = (Z[part == 1] - p.sums.shift - host.center) / host.scale
+    spec = loop_spec(cfg, len(rows), 3)
+    assert (p.spec.chunk, spec.chunk) == (1, 3)  # the host gathers a call's batches: one epoch
+    memory = fit.fit(rows[:, :-1], rows[:, -1], te[:, :-1], te[:, -1], spec=spec,
+                     hyper=p.hyper, key=key)  # fmt: skip
+    assert streamed.steps == memory.steps == 3 * -(-len(rows) // 64)
+    np.testing.assert_allclose(streamed.theta, memory.theta, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(streamed.history.train_mse, memory.history.train_mse, rtol=1e-5)
+    before = cached.stat().st_mtime_ns
+    prepare(cfg, "/")  # a second run reuses the row file
+    assert [cached] == list(tmp_path.glob("rows-*")) and cached.stat().st_mtime_ns == before
+
+
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
         (["data.stream=maybe"], "data.stream"),
-        (["train.batch_size=32"], "train.batch_size"),
+        (["train.batch_size=32", "train.shuffle_block=8"], "train.shuffle_block"),
         (["train.folds=3"], "train.folds"),
         (["data.stream=false"], "data.path"),  # a directory is read streamed only
     ],

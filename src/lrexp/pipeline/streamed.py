@@ -21,12 +21,13 @@ import numpy as np
 import lrexp.pipeline.outcome as outcome
 from lrexp import config
 from lrexp.config import Config
-from lrexp.core import data, diagnostics, fit, model, optim, results, stream
+from lrexp.core import data, diagnostics, fit, layouts, model, optim, results, row_cache, stream
 from lrexp.pipeline.prepare import Prepared, _once, hyper_for, log, loop_spec
 
 MODES = ("auto", "true", "false")
 MEMORY_SHARE = 8  # auto streams data whose float64 columns pass 1/8 of the machine's memory
 PROGRESS_S = 3.0  # seconds between progress lines of the pass
+CALL_ROWS = 1 << 20  # mini-batches: rows gathered from the row file for one compiled call, at most
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Streamed(Prepared):
     grams: list[tuple[np.ndarray, np.ndarray]]  # (train, test) of each split
     sums: stream.Sums
     rows: int  # rows trained and tested on (after any dropped)
+    train_rows: np.ndarray | None  # mini-batches: the training rows − shift, memory-mapped
 
     def sizes(self, i: int) -> tuple[int, int]:
         return tuple(round(float(g[0, 0])) for g in self.grams[i])
@@ -57,7 +59,12 @@ class Streamed(Prepared):
     def arrays(self, i: int):
         """Split ``i`` as the loop takes it: (train statistics, None, test statistics, None)."""
         train, test = self.stats(i)
-        return train, None, test, None
+        if self.train_rows is None:
+            return train, None, test, None
+        st = self.scalers[i]
+        center = np.append(st.mean, st.y_mean) - self.sums.shift
+        host = layouts.HostRows(self.train_rows, center, np.append(st.scale, st.y_scale), train)
+        return host, None, test, None
 
     def divergence_advice(self) -> str:
         st, d = self.scalers[0], self.cfg.data
@@ -66,7 +73,7 @@ class Streamed(Prepared):
         return outcome.advice(
             self.checks, lr=self.cfg.optimizer.lr, dtype=self.cfg.train.dtype, largest=largest,
             rows=self.sizes(0)[0], standardized=d.standardize and d.standardize_target,
-            mini_batches=False,
+            mini_batches=self.spec.batch_size is not None,
         )  # fmt: skip
 
     def evaluate(self, fits: list[fit.FitResult]) -> list[results.FoldResult]:
@@ -121,13 +128,12 @@ def streams(cfg: Config, base_dir: Path) -> bool:
     full_batch = cfg.train.batch_size is None or optim.OPTIMIZERS[cfg.optimizer.name].line_search
     if mode == "auto" and not path.is_dir():
         source, _ = data.stream_file(path, target=d.target, features=d.features)
-        if source.rows * len(source.columns) * 8 * MEMORY_SHARE <= _memory() or not full_batch:
+        if source.rows * len(source.columns) * 8 * MEMORY_SHARE <= _memory():
             return False
-    if not full_batch:
+    if not full_batch and cfg.train.shuffle_block > 1:
         raise config.ConfigError(
-            "train.batch_size", cfg.train.batch_size, "must be null with streamed data "
-            "(data.stream=true, or a directory): mini-batches from streamed files are not "
-            "supported yet",
+            "train.shuffle_block", cfg.train.shuffle_block, "must be 1 with streamed data "
+            "(data.stream=true, or a directory): its mini-batches are gathered row by row",
         )  # fmt: skip
     if cfg.train.folds is not None:
         raise config.ConfigError(
@@ -207,25 +213,36 @@ def prepare_streamed(cfg: Config, base_dir: Path, cache: dict) -> Streamed:
     )  # fmt: skip
     parts = [(np.flatnonzero(done.sample_part == 0), np.flatnonzero(done.sample_part == 1))]
     base = _base(cfg, base_dir, dataset, parts, [st], spread, (rows, n_train), m)
-    return Streamed(**base, grams=[(train, test)], sums=sums, rows=rows)
+    host = None
+    if base["spec"].batch_size is not None:  # the training rows, once, to a memory-mapped file
+        host = _once(cache, ("rows", *key), lambda: row_cache.train_rows(
+            source, sums, seed=t.seed, test_fraction=t.test_fraction, dropna=d.dropna))  # fmt: skip
+    return Streamed(**base, grams=[(train, test)], sums=sums, rows=rows, train_rows=host)
 
 
 def _base(cfg, base_dir, dataset, parts, scalers, spread, sizes, m) -> dict:
     """The fields every prepared run has: the loop's shape (full batch from statistics), the
     checks, the hyperparameters and the title; ``sizes``: (rows, training rows)."""
     rows, n_train = sizes
-    spec = fit.chunked(replace(loop_spec(cfg, n_train, m), stats=True), n_train, m)
+    spec = loop_spec(cfg, n_train, m)
+    if spec.batch_size is None:
+        spec = fit.chunked(replace(spec, stats=True), n_train, m)
+    else:  # one epoch a call at most, and at most CALL_ROWS rows gathered on the host for it
+        spe = spec.steps_per_epoch(n_train)
+        split = min(spe, max(spec.split, -(-n_train // CALL_ROWS)))
+        spec = replace(spec, chunk=1, split=split)
     floats = optim.split_knobs(asdict(cfg.optimizer))[0]
     checks = diagnostics.check(
-        spread, batch_size=None, optimizer=cfg.optimizer.name, knobs=floats,
+        spread, batch_size=spec.batch_size, optimizer=cfg.optimizer.name, knobs=floats,
         dtype=cfg.train.dtype, reduction=spec.reduction,
     )  # fmt: skip
     for warning in checks.warnings:
         log.warning(warning)
     hyper = hyper_for(cfg, scalers[0])
+    batch = "full batch" if spec.batch_size is None else f"batch {spec.batch_size}"
     title = (
         f"lrexp: {cfg.optimizer.name} (lr {cfg.optimizer.lr:g}, {cfg.schedule.name}) on "
-        f"{dataset.name} [{rows} rows × {m} features, streamed], full batch, {cfg.train.dtype}"
+        f"{dataset.name} [{rows} rows × {m} features, streamed], {batch}, {cfg.train.dtype}"
     )
     k_shuffle = jax.random.split(jax.random.key(cfg.train.seed), 3)[2]
     return dict(
