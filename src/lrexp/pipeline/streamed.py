@@ -22,7 +22,7 @@ import lrexp.pipeline.outcome as outcome
 from lrexp import config
 from lrexp.config import Config
 from lrexp.core import data, diagnostics, fit, layouts, model, optim, results, row_cache, stream
-from lrexp.pipeline.prepare import Prepared, _once, hyper_for, log, loop_spec
+from lrexp.pipeline.prepared import Prepared, _once, hyper_for, log, loop_spec
 
 MODES = ("auto", "true", "false")
 MEMORY_SHARE = 8  # auto streams data whose float64 columns pass 1/8 of the machine's memory
