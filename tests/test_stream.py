@@ -18,7 +18,7 @@ import pytest
 from conftest import runs_in, typed_config
 
 from lrexp import config
-from lrexp.core import data, fit, stream
+from lrexp.core import data, fit, gram, stream
 from lrexp.pipeline import prepare
 from lrexp.pipeline.prepare import loop_spec
 from lrexp.pipeline.streamed import Streamed
@@ -65,11 +65,11 @@ def test_sums_of_a_parquet_directory_equal_numpy_per_part(parquet_dir):
     assert 0.15 < part.mean() < 0.25  # the rule holds out about test_fraction of the rows
     for p in (0, 1):
         rows = Z[part == p]
-        centred = stream.affine_gram(
+        centred = gram.affine_gram(
             done.sums.gram[p], done.sums.shift, rows.mean(axis=0), np.ones(4)
         )  # the Gram of [1, z − mean]: centred sums, exact where raw squares of 1e4 are not
         np.testing.assert_allclose(centred, _gram(rows - rows.mean(axis=0)), atol=1e-6 * len(Z))
-        mean, std = stream.moments(done.sums.gram[p], done.sums.shift)
+        mean, std = gram.moments(done.sums.gram[p], done.sums.shift)
         np.testing.assert_allclose(mean, rows.mean(axis=0), rtol=1e-12)
         np.testing.assert_allclose(std, rows.std(axis=0), rtol=1e-9)
     np.testing.assert_array_equal(done.sample, Z[: stream.SAMPLE_ROWS])
@@ -87,7 +87,7 @@ def test_merged_sums_equal_one_pass():
     whole = stream.accumulate(stream.empty(Z.mean(axis=0), 2), Z, part)
     merged = stream.merge(*halves)
     for p in (0, 1):
-        a = stream.affine_gram(merged.gram[p], merged.shift, whole.shift, np.ones(3))
+        a = gram.affine_gram(merged.gram[p], merged.shift, whole.shift, np.ones(3))
         np.testing.assert_allclose(a, whole.gram[p], rtol=1e-9, atol=1e-8)
 
 

@@ -21,7 +21,18 @@ import numpy as np
 import lrexp.pipeline.outcome as outcome
 from lrexp import config
 from lrexp.config import Config
-from lrexp.core import data, diagnostics, fit, layouts, model, optim, results, row_cache, stream
+from lrexp.core import (
+    data,
+    diagnostics,
+    fit,
+    gram,
+    layouts,
+    model,
+    optim,
+    results,
+    row_cache,
+    stream,
+)
 from lrexp.pipeline.prepared import Prepared, _once, hyper_for, log, loop_spec
 
 MODES = ("auto", "true", "false")
@@ -52,7 +63,7 @@ class Streamed(Prepared):
         mean, scale = np.append(st.mean, st.y_mean), np.append(st.scale, st.y_scale)
         out = []
         for g in self.grams[i]:
-            G = jnp.asarray(stream.affine_gram(g, shift, mean, scale), jnp.float64)
+            G = jnp.asarray(gram.affine_gram(g, shift, mean, scale), jnp.float64)
             out.append(model.Stats(gram=G[:-1, :-1], xty=G[:-1, -1], yty=G[-1, -1], n=G[0, 0]))
         return out[0], out[1]
 
@@ -82,24 +93,24 @@ class Streamed(Prepared):
 
     def _score(self, i: int, f: fit.FitResult) -> results.FoldResult:
         st, shift, (train, test) = self.scalers[i], self.sums.shift, self.grams[i]
-        mean, std = stream.moments(train, shift)  # θ* on a standardized target, as in memory
+        mean, std = gram.moments(train, shift)  # θ* on a standardized target, as in memory
         best = data.Standardizer(st.mean, st.scale, mean[-1], std[-1] if std[-1] > 0 else 1.0)
         scale = np.append(best.scale, best.y_scale)
         theta_star = best.to_original(
-            stream.solve(stream.affine_gram(train, shift, np.append(best.mean, best.y_mean), scale))
+            gram.solve(gram.affine_gram(train, shift, np.append(best.mean, best.y_mean), scale))
         )
         theta = st.to_original(f.theta)
-        standardized = stream.affine_gram(train, shift, np.append(st.mean, 0.0), scale)
-        lam_max, lam_min = stream.eigen_range(standardized)
+        standardized = gram.affine_gram(train, shift, np.append(st.mean, 0.0), scale)
+        lam_max, lam_min = gram.eigen_range(standardized)
         n_train, n_test = self.sizes(i)
         return results.FoldResult(
             fit=f._replace(history=results.in_target_units(f.history, st)),
             theta=theta,
             theta_star=theta_star,
             trajectory=st.to_original(f.history.theta),
-            train=stream.scores(theta, train, shift),
-            test=stream.scores(theta, test, shift),
-            optimum=stream.scores(theta_star, train, shift),
+            train=gram.scores(theta, train, shift),
+            test=gram.scores(theta, test, shift),
+            optimum=gram.scores(theta_star, train, shift),
             condition_number=float(np.sqrt(lam_max / lam_min)) if lam_min > 0 else float("inf"),
             n_train=n_train,
             n_test=n_test,
@@ -195,7 +206,7 @@ def prepare_streamed(cfg: Config, base_dir: Path, cache: dict) -> Streamed:
         raise config.ConfigError("train.test_fraction", t.test_fraction, "leaves no test rows")
     if done.dropped:
         log.warning("data.dropna=true: left out %d of %d rows", done.dropped, rows)
-    mean, std = stream.moments(train, sums.shift)
+    mean, std = gram.moments(train, sums.shift)
     names = tuple(source.features)
     target_key = ("data.target", d.target)
     st = data.standardizer_from(
@@ -203,8 +214,8 @@ def prepare_streamed(cfg: Config, base_dir: Path, cache: dict) -> Streamed:
         value=target_key[1],
     )  # fmt: skip
     scale = np.append(st.scale, st.y_scale)
-    lam_max, lam_min = stream.eigen_range(
-        stream.affine_gram(train, sums.shift, np.append(st.mean, st.y_mean), scale)
+    lam_max, lam_min = gram.eigen_range(
+        gram.affine_gram(train, sums.shift, np.append(st.mean, st.y_mean), scale)
     )
     spread = diagnostics.Spectrum(n_train, lam_max, lam_min)
     dataset = data.Dataset(
