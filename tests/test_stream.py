@@ -213,6 +213,10 @@ def test_auto_streams_only_parquet_above_the_memory_share(parquet_dir, small_csv
     small = folder / "part-0.parquet"
     assert not isinstance(prepare(typed_config(*auto, f"data.path={small}"), "/"), Streamed)
     assert isinstance(prepare(typed_config(*auto, f"data.path={folder}"), "/"), Streamed)
+    text = folder.parent / "text.parquet"  # auto leaves what streaming refuses to the loader
+    pq.write_table(pa.table({"x": ["a", "b", "a", "b"], "y": [1.0, 2.0, 3.0, 5.0]}), text)
+    with pytest.raises(data.DataError, match="categorical=onehot"):
+        prepare(typed_config(*auto, f"data.path={text}"), "/")
     cfg = typed_config("data=csv", f"data.path={small_csv}", "data.target=price",
                        "data.stream=true", "train.batch_size=null")  # fmt: skip
     with pytest.raises(config.ConfigError, match="streams Parquet only"):

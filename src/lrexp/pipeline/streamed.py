@@ -138,7 +138,10 @@ def streams(cfg: Config, base_dir: Path) -> bool:
         raise config.ConfigError("data.stream", d.stream, f"true streams Parquet only: {path.name}")
     full_batch = cfg.train.batch_size is None or optim.OPTIMIZERS[cfg.optimizer.name].line_search
     if mode == "auto" and not path.is_dir():
-        source, _ = data.stream_file(path, target=d.target, features=d.features)
+        try:
+            source, _ = data.stream_file(path, target=d.target, features=d.features)
+        except data.DataError:  # text columns, a damaged file: the loader says what is wrong
+            return False
         if source.rows * len(source.columns) * 8 * MEMORY_SHARE <= _memory():
             return False
     if not full_batch and cfg.train.shuffle_block > 1:
