@@ -32,7 +32,7 @@ def digest(source: stream.Source, **split) -> str:
     for f in source.files:
         st = f.stat()
         h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-        h.update(bytes(pq.ParquetFile(f, **stream.READ).metadata.to_dict().__repr__(), "utf-8"))
+        h.update(repr(pq.ParquetFile(f, **stream.READ).metadata.to_dict()).encode())
     return h.hexdigest()[:32]
 
 
