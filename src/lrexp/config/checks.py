@@ -192,7 +192,7 @@ def _check_file(data: FileData, base_dir: str | Path) -> None:
     if not data.path:
         raise ConfigError("data.path", data.path, f"must name a {kind} file")
     path = Path(base_dir, data.path)
-    if not path.is_file():
+    if not (path.is_file() or _parquet_dir(path)):
         raise ConfigError(
             "data.path", data.path, f"must be an existing {kind} file (looked for {path.resolve()})"
         )
@@ -202,6 +202,11 @@ def _check_file(data: FileData, base_dir: str | Path) -> None:
             data.features,
             f"must not contain the target column {data.target!r}",
         )
+
+
+def _parquet_dir(path: Path) -> bool:
+    """Whether ``path`` is a directory holding Parquet files (read streamed: lrexp.core.stream)."""
+    return path.is_dir() and any(next(path.rglob(f"*{ext}"), None) for ext in (".parquet", ".pq"))
 
 
 def _check_train(train: TrainConfig, optimizer: str) -> None:
