@@ -44,6 +44,9 @@ def _watch(launcher: str) -> None:
         if signals.STOP_ASKED.is_set() and not heartbeat.OPEN_RUNS:  # the launcher's stop
             os._exit(128 + signal.SIGTERM)
     pid = launcher.split()[1]
+    for idle in _marked(Path("/proc").glob("[0-9]*"), signal.SIGTERM, idle=True):
+        with contextlib.suppress(OSError):  # workers without a job have no watchdog
+            os.kill(idle, signal.SIGTERM)  # (and SIGTERM's default action)
     signals.orphan(f"orphaned: the sweep's launcher (pid {pid}) is gone; its workers stop with it")
     os.kill(os.getpid(), signal.SIGTERM)  # the job's run, if one is open, ends KILLED with why
     deadline = time.monotonic() + GRACE_S
@@ -80,24 +83,40 @@ def install() -> None:
 
 
 def _workers(signum: int) -> list[int]:
-    """This process's child processes that are workers of its sweep (they carry its name in
-    their environment) and do not ignore ``signum`` (joblib's resource tracker does)."""
-    me, mark = os.getpid(), f"{ENV_LAUNCHER}={os.environ.get(ENV_LAUNCHER, '')}".encode()
+    """This process's child processes that are workers of its sweep and do not ignore
+    ``signum`` (joblib's resource tracker does)."""
+    me = os.getpid()
+    children = [
+        Path(f"/proc/{pid}")
+        for task in Path(f"/proc/{me}/task").glob("*/children")
+        for pid in task.read_text().split()
+    ]
+    return _marked(children, signum)
+
+
+def _marked(procs, signum: int, *, idle: bool = False) -> list[int]:
+    """Those of the processes ``procs`` (their /proc folders) that carry this sweep's launcher
+    in their environment, other than this one, and do not ignore ``signum``; with ``idle``,
+    only those that leave it to its default action (a worker without a job)."""
+    mark = f"{ENV_LAUNCHER}={os.environ.get(ENV_LAUNCHER, '')}".encode()
     found = []
-    for task in Path(f"/proc/{me}/task").glob("*/children"):
-        for pid in task.read_text().split():
-            with contextlib.suppress(OSError):
-                if mark in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                    found += [] if _ignores(int(pid), signum) else [int(pid)]
+    for proc in procs:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(proc.name)
+            if pid == os.getpid() or mark not in (proc / "environ").read_bytes().split(b"\0"):
+                continue
+            ignored, caught = _masks(pid)
+            if not ignored >> (signum - 1) & 1 and not (idle and caught >> (signum - 1) & 1):
+                found.append(pid)
     return found
 
 
-def _ignores(pid: int, signum: int) -> bool:
-    """Whether process ``pid`` ignores signal ``signum`` (its SigIgn mask)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("SigIgn:"):
-            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
-    return False
+def _masks(pid: int) -> tuple[int, int]:
+    """The signals process ``pid`` ignores and those it catches (bit n-1: signal n)."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["SigIgn"], 16), int(fields["SigCgt"], 16)
 
 
 def _from_terminal() -> bool:

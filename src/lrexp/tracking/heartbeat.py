@@ -80,6 +80,7 @@ def stop_heartbeat(run_id: str) -> None:
 
 
 OWNER_TAG = "lrexp.launcher"  # "<host> <pid> <pid's start time>" of a sweep's launching process
+HOLDER_TAG = "lrexp.held_by"  # the same, of the process that opened a run (and would end it)
 
 
 def _started(pid: int) -> str | None:
@@ -109,10 +110,11 @@ def owner_gone(value: str) -> bool:
 
 def reap_orphaned_sweeps(uri: str) -> list[str]:
     """End KILLED, with the reason, each RUNNING sweep parent of a SQLite store whose launching
-    process is gone (on this host: see :func:`~lrexp.tracking.heartbeat.owner_gone`); return
-    their ids. With sqlite3 alone, in about a millisecond: every lrexp process runs it as it
-    first opens a store (train, compare, reproduce, ``runs``), so a SIGKILLed sweep's parent is
-    ended by the next command, without waiting for its heartbeat to go stale."""
+    process is gone (on this host: see :func:`owner_gone`), and first its RUNNING children whose
+    holding process (:data:`HOLDER_TAG`) is gone too; return the parents' ids. With sqlite3
+    alone, in about a millisecond: every lrexp process runs it as it first opens a store (train,
+    compare, reproduce, ``runs``), so a SIGKILLed sweep's parent is ended by the next command,
+    without waiting for its heartbeat to go stale."""
     path = store_file.sqlite_path(uri)
     if path is None or not path.is_file():
         return []
@@ -122,11 +124,31 @@ def reap_orphaned_sweeps(uri: str) -> list[str]:
             "WHERE t.key = ? AND r.status = 'RUNNING'",
             (OWNER_TAG,),
         ).fetchall()
-        dead = {run_id: _orphan_reason(db, run_id, who) for run_id, who in found if owner_gone(who)}
-    ended = [r for r, why in dead.items() if store_file.end_directly(uri, r, "KILLED", why)]
-    for run_id in ended:
-        print(f"lrexp: sweep run {run_id} ended KILLED: {dead[run_id]}", file=sys.stderr)
+        dead = [(run_id, who) for run_id, who in found if owner_gone(who)]
+        held = {parent: _held_children(db, parent) for parent, _ in dead}
+    for children in held.values():
+        for child, holder in children:
+            why = f"orphaned: the process that held it (pid {holder.split()[1]}) is gone"
+            store_file.end_directly(uri, child, "KILLED", why)
+    ended = []
+    for parent, who in dead:
+        with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
+            why = _orphan_reason(db, parent, who)
+        if store_file.end_directly(uri, parent, "KILLED", why):
+            print(f"lrexp: sweep run {parent} ended KILLED: {why}", file=sys.stderr)
+            ended.append(parent)
     return ended
+
+
+def _held_children(db: sqlite3.Connection, parent: str) -> list[tuple[str, str]]:
+    """The RUNNING children of ``parent`` whose holding process is gone, with its name."""
+    rows = db.execute(
+        "SELECT r.run_uuid, h.value FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid "
+        "JOIN tags h ON h.run_uuid = r.run_uuid AND h.key = ? "
+        "WHERE t.key = 'mlflow.parentRunId' AND t.value = ? AND r.status = 'RUNNING'",
+        (HOLDER_TAG, parent),
+    ).fetchall()
+    return [(run_id, holder) for run_id, holder in rows if owner_gone(holder)]
 
 
 def _orphan_reason(db: sqlite3.Connection, parent: str, who: str) -> str:

@@ -26,9 +26,11 @@ from mlflow.tracking import MlflowClient
 from lrexp.tracking import hooks, signals, store, store_file
 from lrexp.tracking.heartbeat import (  # noqa: F401  (re-exported: its users import them from here)
     HEARTBEAT_S,
+    HOLDER_TAG,
     OPEN_RUNS,
     Heartbeat,
     _beating,
+    owner,
     reap_orphaned_sweeps,
     start_heartbeat,
     stop_heartbeat,
@@ -116,7 +118,7 @@ def open_run(
         mlflow.end_run("KILLED")
     if exp_id is None:
         exp_id = experiment_id(uri, experiment)
-    tags = {**tags, "lrexp.heartbeat": f"{time.time():.3f}"}
+    tags = {**tags, "lrexp.heartbeat": f"{time.time():.3f}", HOLDER_TAG: owner()}
     return retried(
         lambda: mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags)
     ).info.run_id
