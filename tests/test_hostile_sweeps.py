@@ -209,7 +209,6 @@ def check_children(cwd, launcher, phase, sig, jobs, children, reason) -> None:
         made = len(children)
         assert f"while {counted}: {made} of {jobs} jobs have a child run" in reason, reason
         assert reason.endswith(f"{jobs - made} {left}")
-        assert len(killed) == made
     if launcher == "vmap" and phase == "training" and sig != "kill":
         assert len(killed) == jobs  # every member of the batch in flight, with its curve so far
         for c in killed:
@@ -220,9 +219,12 @@ def check_children(cwd, launcher, phase, sig, jobs, children, reason) -> None:
             f"0 of {jobs} jobs have a child run (none), {jobs} never started"
         )
     if launcher == "vmap" and phase == "curves":
-        assert 1 <= len(killed) <= 2  # the runs being logged (two writers); the rest not made
-        for c in killed:
-            assert len(curve(cwd, c.info.run_id)) == 4  # trained: every epoch and the start
+        # the runs being logged (two writers) end KILLED, or FINISHED where the stop came after
+        # their last write; the rest are never made
+        assert 1 <= len(killed) <= len(children) <= 2
+        assert {c.info.status for c in children} <= {"KILLED", "FINISHED"}
+        # the one that paused there had sent its curve: every epoch and the start
+        assert 4 in {len(curve(cwd, c.info.run_id)) for c in children}
     if launcher == "joblib":
         assert 1 <= len(killed) == len(children)  # the job(s) in flight, in the workers
 
@@ -247,8 +249,9 @@ def test_the_next_command_reaps_a_dead_launchers_sweep_and_no_live_one(tmp_path)
     lifecycle.init_store(uri)
     exp = lifecycle.experiment_id(uri, "reap")
     child = subprocess.Popen(["sleep", "30"])
+    named = heartbeat.owner(child.pid)
     dead = lifecycle.create_run(
-        uri, exp, "dead", {heartbeat.OWNER_TAG: heartbeat.owner(child.pid), "lrexp.sweep_jobs": "5"}
+        uri, exp, "dead", {heartbeat.OWNER_TAG: named, "lrexp.sweep_jobs": "5"}
     )
     child.kill()
     child.wait()
@@ -256,14 +259,22 @@ def test_the_next_command_reaps_a_dead_launchers_sweep_and_no_live_one(tmp_path)
     plain = lifecycle.create_run(uri, exp, "plain", {})
     finished = lifecycle.create_run(uri, exp, "done", {"mlflow.parentRunId": dead})
     lifecycle.end_run(uri, finished, "FINISHED")
-    lifecycle.create_run(uri, exp, "running", {"mlflow.parentRunId": dead})
+    running = lifecycle.create_run(uri, exp, "running", {"mlflow.parentRunId": dead})
+    held = lifecycle.create_run(  # held by the dead launcher: ended with it
+        uri, exp, "held", {"mlflow.parentRunId": dead, heartbeat.HOLDER_TAG: named}
+    )
     assert lifecycle.reap_orphaned_sweeps(uri) == [dead]
     client = MlflowClient(uri)
-    status = {r: client.get_run(r).info.status for r in (dead, live, plain)}
-    assert status == {dead: "KILLED", live: "RUNNING", plain: "RUNNING"}
+    status = {r: client.get_run(r).info.status for r in (dead, live, plain, running, held)}
+    assert status == {
+        dead: "KILLED", live: "RUNNING", plain: "RUNNING", running: "RUNNING", held: "KILLED"
+    }  # fmt: skip
     why = client.get_run(dead).data.tags["lrexp.failure_reason"]
     assert why == (
         f"orphaned: the sweep's launcher (pid {child.pid} on {socket.gethostname()}) is gone: "
-        "2 of 5 jobs have a child run (1 FINISHED, 1 RUNNING at the time), 3 never started"
+        "3 of 5 jobs have a child run (1 FINISHED, 1 KILLED, 1 RUNNING at the time), "
+        "2 never started"
     )
+    why = client.get_run(held).data.tags["lrexp.failure_reason"]
+    assert why == f"orphaned: the process that held it (pid {child.pid}) is gone"
     assert lifecycle.reap_orphaned_sweeps(uri) == []  # once

@@ -141,22 +141,25 @@ def run_jobs(jobs: list[Job], base_dir: str | Path, max_batch: int = 256) -> dic
     groups = batches(prepared, max_batch)
     programs = f"{len(groups)} vectorized programs" if len(groups) > 1 else "one vectorized program"
     log.info("training %d jobs as %s", len(prepared), programs)
+    # jobs with a child run: those of earlier launches (a sweeper's earlier batches of trials),
+    # and bad or skipped ones of this launch; all numbered from 0 across the sweep
+    earlier = jobs[0].num if jobs else 0
+    stored, total = set(objectives) | set(range(earlier)), earlier + len(jobs)
     parent = _parent()
     if parent is not None:  # what a reaper counts, should this launcher die
-        client.calls().set_tags(*parent, {"lrexp.sweep_jobs": str(len(jobs))})
-    stored = set(objectives)  # jobs with a child run (bad or skipped ones have one already)
+        client.calls().set_tags(*parent, {"lrexp.sweep_jobs": str(total)})
     for members in groups:
         try:
             fits = train_batch(members)
         except signals.STOPS as e:
             signals.seen(e)  # honoured here: each member's partial curve is stored, KILLED
             _log_jobs(members, e.member_fits, base_dir, stopped=e, stored=stored)
-            _stopped(e, "training", "never started", len(jobs), stored)
+            _stopped(e, "training", "never started", total, stored)
             raise
         try:
             objectives.update(_log_jobs(members, fits, base_dir, stored=stored))
         except signals.STOPS as e:
-            _stopped(e, "logging the children", "never logged", len(jobs), stored)
+            _stopped(e, "logging the children", "never logged", total, stored)
             raise
     return objectives
 

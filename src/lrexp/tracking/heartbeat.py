@@ -118,7 +118,8 @@ def reap_orphaned_sweeps(uri: str) -> list[str]:
     path = store_file.sqlite_path(uri)
     if path is None or not path.is_file():
         return []
-    with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
+    # a store locked by another process: skipped (housekeeping waits for nobody)
+    with contextlib.closing(sqlite3.connect(path, timeout=0.5)) as db:
         found = db.execute(
             "SELECT t.run_uuid, t.value FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid "
             "WHERE t.key = ? AND r.status = 'RUNNING'",
@@ -126,18 +127,42 @@ def reap_orphaned_sweeps(uri: str) -> list[str]:
         ).fetchall()
         dead = [(run_id, who) for run_id, who in found if owner_gone(who)]
         held = {parent: _held_children(db, parent) for parent, _ in dead}
-    for children in held.values():
-        for child, holder in children:
-            why = f"orphaned: the process that held it (pid {holder.split()[1]}) is gone"
-            store_file.end_directly(uri, child, "KILLED", why)
+    if not dead:
+        return []
     ended = []
-    for parent, who in dead:
-        with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
+    with contextlib.closing(sqlite3.connect(path, timeout=20, isolation_level=None)) as db:
+        for children in held.values():
+            for child, holder in children:
+                why = f"orphaned: the process that held it (pid {holder.split()[1]}) is gone"
+                _end_killed(db, child, why)
+        for parent, who in dead:
             why = _orphan_reason(db, parent, who)
-        if store_file.end_directly(uri, parent, "KILLED", why):
-            print(f"lrexp: sweep run {parent} ended KILLED: {why}", file=sys.stderr)
-            ended.append(parent)
+            if _end_killed(db, parent, why):
+                print(f"lrexp: sweep run {parent} ended KILLED: {why}", file=sys.stderr)
+                ended.append(parent)
     return ended
+
+
+def _end_killed(db: sqlite3.Connection, run_id: str, why: str) -> bool:
+    """End ``run_id`` KILLED with the reason ``why``, in one transaction, if it is RUNNING
+    still (another process may be ending it at the same moment); return whether it was."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        ended = db.execute(
+            "UPDATE runs SET status = 'KILLED', end_time = ? "
+            "WHERE run_uuid = ? AND status = 'RUNNING'",
+            (int(time.time() * 1000), run_id),
+        ).rowcount
+        if ended:
+            db.execute(
+                "INSERT OR REPLACE INTO tags (key, value, run_uuid) VALUES (?, ?, ?)",
+                ("lrexp.failure_reason", why, run_id),
+            )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return bool(ended)
 
 
 def _held_children(db: sqlite3.Connection, parent: str) -> list[tuple[str, str]]:
