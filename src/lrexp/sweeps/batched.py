@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import queue
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from lrexp.config import ConfigError
 from lrexp.core import fit
 from lrexp.core.data import DataError
 from lrexp.pipeline import Diverged, Prepared, console, runner
+from lrexp.sweeps import stopping
 from lrexp.tracking import client, signals
 
 log = logging.getLogger("lrexp")
@@ -141,47 +141,21 @@ def run_jobs(jobs: list[Job], base_dir: str | Path, max_batch: int = 256) -> dic
     groups = batches(prepared, max_batch)
     programs = f"{len(groups)} vectorized programs" if len(groups) > 1 else "one vectorized program"
     log.info("training %d jobs as %s", len(prepared), programs)
-    # jobs with a child run: those of earlier launches (a sweeper's earlier batches of trials),
-    # and bad or skipped ones of this launch; all numbered from 0 across the sweep
-    earlier = jobs[0].num if jobs else 0
-    stored, total = set(objectives) | set(range(earlier)), earlier + len(jobs)
-    parent = _parent()
-    if parent is not None:  # what a reaper counts, should this launcher die
-        client.calls().set_tags(*parent, {"lrexp.sweep_jobs": str(total)})
+    stored, total = stopping.count_jobs(jobs, objectives)  # the jobs with a child run, and all
     for members in groups:
         try:
             fits = train_batch(members)
         except signals.STOPS as e:
             signals.seen(e)  # honoured here: each member's partial curve is stored, KILLED
             _log_jobs(members, e.member_fits, base_dir, stopped=e, stored=stored)
-            _stopped(e, "training", "never started", total, stored)
+            stopping.end_parent(e, "training", "never started", total, stored)
             raise
         try:
             objectives.update(_log_jobs(members, fits, base_dir, stored=stored))
         except signals.STOPS as e:
-            _stopped(e, "logging the children", "never logged", total, stored)
+            stopping.end_parent(e, "logging the children", "never logged", total, stored)
             raise
     return objectives
-
-
-def _parent() -> tuple[str, str] | None:
-    """The store and id of the sweep's parent run, if this launch has one."""
-    from lrexp.sweeps import callback as sweep
-
-    sweep.settle()
-    uri, parent = os.environ.get(sweep.ENV_URI), os.environ.get(sweep.ENV_PARENT)
-    return (uri, parent) if uri and parent else None
-
-
-def _stopped(e: BaseException, doing: str, left: str, total: int, stored: set[int]) -> None:
-    """End the sweep's parent KILLED: why, while doing what, and how many jobs have no run."""
-    from lrexp.sweeps import callback as sweep
-
-    sweep.end_parent(
-        "KILLED",
-        f"{signals.reason(e)} while {doing}: {len(stored)} of {total} jobs have a child run"
-        f" (those stopped KILLED, with their curves so far), {total - len(stored)} {left}",
-    )
 
 
 def _log_jobs(
@@ -267,7 +241,7 @@ def _log_job(
 
     context = _sweep_context(job, base_dir)
     if stopped is not None:
-        return _log_stopped(job, p, fits, context, stopped, stored)
+        return stopping.log_stopped(job, p, fits, context, stopped, stored)
     try:
         with runner.tracked(p, job.overrides, context) as run_id:
             if stored is not None:
@@ -286,26 +260,3 @@ def _log_job(
         log.exception("job %d (%s) failed: %s", job.num, ",".join(job.overrides), e)
         return math.nan, False
     return outcome.objective, True
-
-
-def _log_stopped(job, p, fits, context, stopped, stored) -> tuple[float, bool]:
-    """Record a job whose training ``stopped`` interrupted: its params, its curves so far, and
-    its end, KILLED with the reason."""
-    from lrexp.pipeline import record
-
-    again = type(stopped)(*stopped.args)  # ends the run as the request did, raised here
-    try:
-        with runner.tracked(p, job.overrides, context) as run_id:
-            if stored is not None:
-                stored.add(job.num)
-            if run_id is not None:
-                params, files = record.inputs(p, job.overrides)
-                client.calls().log_batch(run_id, params=params)
-                client.calls().log_files(run_id, files)
-                if fits:
-                    record.log_partial(p, run_id, fits)
-            raise again
-    except BaseException as e:
-        if e is not again:
-            raise
-    return math.nan, False
