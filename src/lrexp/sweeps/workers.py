@@ -61,15 +61,15 @@ def stop_handler(signum: int, frame) -> None:
     """The launcher's SIGINT/SIGTERM handler: hand the stop on to the workers, wait (at most
     :data:`GRACE_S`) for them to end their runs and exit, then stop here as well."""
     workers = _workers(signum)
-    if signum == signal.SIGINT and _from_terminal():
-        workers = []  # Ctrl-C reached the workers too: a second one would cut their records
-    for pid in workers:
+    # Ctrl-C at a terminal reached the workers too: a second one would cut their records short
+    for pid in [] if signum == signal.SIGINT and _from_terminal() else workers:
         with contextlib.suppress(OSError):
             os.kill(pid, signum)
+    busy = [pid for pid in workers if _busy(pid)]  # in a job: it ends its run, then exits
     deadline = time.monotonic() + GRACE_S
-    while workers and time.monotonic() < deadline:
+    while busy and time.monotonic() < deadline:
         time.sleep(0.05)
-        workers = [pid for pid in workers if heartbeat._started(pid) is not None]
+        busy = [pid for pid in busy if heartbeat._started(pid) is not None]
     if signum == signal.SIGINT:
         signals.raise_interrupted(signum, frame)
     signals.raise_terminated(signum, frame)
@@ -117,6 +117,13 @@ def _masks(pid: int) -> tuple[int, int]:
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
     )
     return int(fields["SigIgn"], 16), int(fields["SigCgt"], 16)
+
+
+def _busy(pid: int) -> bool:
+    """Whether worker ``pid`` runs a job (lrexp catches SIGTERM there, and only there)."""
+    with contextlib.suppress(OSError, KeyError, ValueError):
+        return bool(_masks(pid)[1] >> (signal.SIGTERM - 1) & 1)
+    return False
 
 
 def _from_terminal() -> bool:
