@@ -27,10 +27,11 @@ _watching: list[threading.Thread] = []
 
 
 def watch_launcher() -> None:
-    """In a worker process of a sweep: start the watchdog (once). Nothing in the launcher itself
-    (the basic launcher runs its jobs in its own process)."""
+    """In a worker process of a sweep (a child of its launcher): start the watchdog (once).
+    Nothing in the launcher itself (the basic launcher runs its jobs in its own process), nor in
+    a job that is no child of it (a SLURM job outlives its submitting process by design)."""
     launcher = os.environ.get(ENV_LAUNCHER, "")
-    if not launcher or str(os.getpid()) in launcher.split()[1:2] or _watching:
+    if str(os.getppid()) not in launcher.split()[1:2] or _watching:
         return
     _watching.append(threading.Thread(target=_watch, args=(launcher,), daemon=True))
     _watching[0].start()
