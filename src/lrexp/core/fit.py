@@ -220,7 +220,8 @@ def fit_batch(
     leading member axis. Each member stops on its own; the loop runs until all have stopped.
     ``on_chunk`` is called after each chunk with the rows of the slots in which some member
     completed an epoch (none, inside a long epoch). ``theta0`` (members, M+1): each member's
-    starting θ̃ (zeros when None).
+    starting θ̃ (zeros when None). Interrupted, the exception carries ``partial_fits``: each
+    member's fit up to its last finished chunk.
     """
     hyper = jax.tree.map(lambda *v: jnp.stack(v), *hypers)
     key = jnp.stack(keys)
@@ -247,16 +248,20 @@ def fit_batch(
     state, row0 = begin(theta, train, test, hyper)
     rows = [(row0, np.ones((len(hypers), 1), bool))]
     steps: list[StepRows] = []
-    for _ in range(spec.calls()):
-        state, chunk, completed, chunk_steps = chunk_fn(state, train, test, hyper, key)
-        rows.append((chunk, completed))
-        if chunk_steps is not None:
-            steps.append(chunk_steps)
-        epoch, done, completed = jax.device_get((state.epoch, state.done, completed))
-        if on_chunk is not None:  # the slots in which some member completed an epoch
-            slots = completed.any(axis=0)
-            rows_now = History(*(np.asarray(v)[: len(hypers), slots] for v in chunk))
-            on_chunk(int(epoch.max()), rows_now)
-        if done.all():
-            break
+    try:
+        for _ in range(spec.calls()):
+            state, chunk, completed, chunk_steps = chunk_fn(state, train, test, hyper, key)
+            rows.append((chunk, completed))
+            if chunk_steps is not None:
+                steps.append(chunk_steps)
+            epoch, done, completed = jax.device_get((state.epoch, state.done, completed))
+            if on_chunk is not None:  # the slots in which some member completed an epoch
+                slots = completed.any(axis=0)
+                rows_now = History(*(np.asarray(v)[: len(hypers), slots] for v in chunk))
+                on_chunk(int(epoch.max()), rows_now)
+            if done.all():
+                break
+    except BaseException as e:  # Ctrl-C, SIGTERM: each member's epochs trained so far
+        e.partial_fits = [_result(state, rows, member=b, steps=steps) for b in range(len(hypers))]
+        raise
     return [_result(state, rows, member=b, steps=steps) for b in range(len(hypers))]
