@@ -6,7 +6,7 @@ its phase through lrexp's test hook (:mod:`lrexp.tracking.hooks`; ``sweep-end`` 
 summary), delivers the signal to the launcher alone, and reads the store back: the statuses and
 reasons, the curves kept, nothing RUNNING once the next lrexp command has opened the store, no
 process of the sweep left, and the exit within a bound. The default run takes two cells;
-``CI_FULL=1`` (or ``LREXP_FULL_MATRIX=1``) runs all of them.
+the others are marked ``full`` (CI's second pass, ``CI_FULL=1 python -m pytest -m full``).
 """
 
 from __future__ import annotations
@@ -142,13 +142,12 @@ CELLS = [
         launcher,
         phase,
         sig,
-        marks=[] if (launcher, phase, sig) in SUBSET else [pytest.mark.slow],
+        marks=[] if (launcher, phase, sig) in SUBSET else [pytest.mark.full],
         id=f"{launcher}-{phase}-{sig}",
     )
     for launcher, phases in PHASES.items()
     for phase in phases
     for sig in SIGNALS
-    if FULL or (launcher, phase, sig) in SUBSET
 ]
 
 
