@@ -134,6 +134,15 @@ class Tracker(Channel):
         """:meth:`open_sweep` without waiting: returns a function that waits for its ids."""
         return self._submit("open_sweep", uri, experiment, run_name, tags)
 
+    def log_children(
+        self,
+        uri: str,
+        exp_id: str,
+        children: Sequence[Mapping[str, Any]],
+        datasets: Mapping[str, Mapping[str, Any]] = {},
+    ) -> None:
+        self._call("log_children", uri, exp_id, children, datasets)
+
     def summarize_sweep(
         self, uri: str, exp_id: str, parent: str, *, best_model: bool = False
     ) -> str:
