@@ -11,6 +11,7 @@ through MLflow's public calls, one run at a time.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 import time
@@ -21,6 +22,7 @@ from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+import numpy as np
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.tracking import MlflowClient
 
@@ -68,21 +70,16 @@ def log_runs(
                 shutil.rmtree(folder.parent, ignore_errors=True)
         for r, c in pairs:
             r["run_uuid"] = _one_run(client, exp_id, r, c)
-    return [(r["run_uuid"], {k: m.value for k, m in r["latest"].items()}) for r in runs]
+    return [(r["run_uuid"], {k: v[0] for k, v in r["latest"].items()}) for r in runs]
 
 
 def _run(child: Mapping[str, Any], root: str, context: Mapping[str, str], exp_id: int) -> dict:
     """The ``runs`` row of a child, with its tags, params, metrics and latest metrics."""
     run_id = uuid.uuid4().hex
     tags = {**context, **child["tags"], "mlflow.runName": child["name"]}
-    metrics = writer.metric_list(
-        run_id, child["curves"], child["steps"], child["scalars"], now=child["end_ms"]
+    metrics, latest = metric_rows(
+        child["curves"], child["steps"], child["scalars"], child["end_ms"]
     )
-    latest: dict[str, Any] = {}
-    for m in metrics:  # MLflow's newest value of a key: by step, then timestamp, then value
-        old = latest.get(m.key)
-        if old is None or (m.step, m.timestamp, m.value) > (old.step, old.timestamp, old.value):
-            latest[m.key] = m
     return {
         "run_uuid": run_id,
         "name": child["name"],
@@ -104,6 +101,33 @@ def _run(child: Mapping[str, Any], root: str, context: Mapping[str, str], exp_id
         "latest": latest,
         "dataset": child.get("dataset"),
     }
+
+
+def metric_rows(
+    curves: Mapping[str, Sequence[float]],
+    steps: Sequence[int],
+    scalars: Mapping[str, float | None],
+    now: int,
+) -> tuple[list[tuple], dict[str, tuple]]:
+    """The finite values of ``curves`` (value i at ``steps[i]``) and ``scalars`` (at step 0) as
+    (key, value, timestamp, step) rows, as :func:`~lrexp.tracking.writer.metric_list` makes
+    them; and each key's newest (value, timestamp, step): MLflow's latest metric, the greatest
+    (step, timestamp, value)."""
+    rows: list[tuple] = []
+    latest: dict[str, tuple] = {}
+    all_steps = np.asarray(steps, dtype=np.int64)
+    pairs = [(k, np.asarray(v, dtype=np.float64), all_steps[: len(v)]) for k, v in curves.items()]
+    pairs += [(k, np.asarray([float(v)]), np.zeros(1, np.int64)) for k, v in scalars.items()
+              if v is not None]  # fmt: skip
+    for key, values, at in pairs:
+        ok = np.isfinite(values)
+        values, at = values[ok].tolist(), at[ok].tolist()
+        rows += zip(itertools.repeat(key), values, itertools.repeat(now), at, strict=False)
+        for v, step in zip(values, at, strict=True):
+            old = latest.get(key)
+            if old is None or (step, now, v) > (old[2], old[1], old[0]):
+                latest[key] = (v, now, step)
+    return rows, latest
 
 
 def _write_files(artifact_uri: str, files: Mapping[str, str]) -> Path | None:

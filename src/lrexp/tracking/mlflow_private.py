@@ -7,6 +7,7 @@ against MLflow 3.17.2 and 3.18.0. Where an internal is gone, each falls back to 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -93,22 +94,18 @@ def insert_runs(store: Any, exp_id: str, runs: list[dict], datasets: dict[str, A
     values, ``log_input``, the end), and ``log_batch`` inserts metrics through the ORM one object
     at a time and re-reads the run's latest metrics: about 0.2 s of CPU per child of a sweep.
     Here the rows MLflow's ``create_run``, ``log_batch``, ``log_inputs`` and ``set_terminated``
-    would write go in as bulk ``INSERT``s (executemany) into MLflow's own tables. Each run is a dict
-    of the ``runs`` columns (``run_uuid``, ``name``, ``status``, …) plus ``tags``, ``params``
-    (lists of (key, value)), ``metrics`` (``mlflow.entities.Metric``), ``latest`` (key → that
-    key's newest Metric) and ``dataset`` (a key of ``datasets``, MLflow ``Dataset`` entities, or
-    None). Checked against MLflow 3.17.2 (``SqlAlchemyStore.create_run``, ``log_batch``,
-    ``_log_inputs_impl``); raises if the models differ, so the caller falls back to the public
-    calls.
+    would write go in as bulk ``INSERT``s (executemany) into MLflow's own tables. Each run is a
+    dict of the ``runs`` columns (``run_uuid``, ``name``, ``status``, …) plus ``tags`` and
+    ``params`` (lists of (key, value)), ``metrics`` ((key, value, timestamp, step) of finite
+    values), ``latest`` (key → that key's newest (value, timestamp, step)) and ``dataset`` (a
+    key of ``datasets``, MLflow ``Dataset`` entities, or None). Checked against MLflow 3.17.2
+    (``SqlAlchemyStore.create_run``, ``log_batch``, ``_log_inputs_impl``, the table models);
+    raises if the tables differ, and the transaction rolls back: the caller falls back to the
+    public calls.
     """
     import uuid
 
     from mlflow.store.tracking.dbmodels import models as m
-
-    def metric(run_id: str, x: Any) -> dict:
-        nan, value = store.sanitize_metric_value(x.value)
-        return {"run_uuid": run_id, "key": x.key, "value": value, "timestamp": x.timestamp,
-                "step": x.step, "is_nan": nan}  # fmt: skip
 
     with store.ManagedSessionMaker(read_only=False) as session:
         uuids = {}
@@ -138,12 +135,16 @@ def insert_runs(store: Any, exp_id: str, runs: list[dict], datasets: dict[str, A
                   for r in runs for k, v in r["params"]]  # fmt: skip
         if params:
             session.execute(m.SqlParam.__table__.insert(), params)
-        metrics = [metric(r["run_uuid"], x) for r in runs for x in r["metrics"]]
-        if metrics:
-            session.execute(m.SqlMetric.__table__.insert(), metrics)
-            session.execute(m.SqlLatestMetric.__table__.insert(), [
-                metric(r["run_uuid"], x) for r in runs for x in r["latest"].values()
-            ])  # fmt: skip
+        many = _executemany(session, m.SqlMetric.__table__)
+        many([(r["run_uuid"], k, v, t, s, False) for r in runs for k, v, t, s in r["metrics"]])
+        many = _executemany(session, m.SqlLatestMetric.__table__)
+        many(
+            [
+                (r["run_uuid"], k, v, t, s, False)
+                for r in runs
+                for k, (v, t, s) in r["latest"].items()
+            ]
+        )
         inputs = [(uuid.uuid4().hex, r) for r in runs if r["dataset"] is not None]
         if inputs:
             session.execute(m.SqlInput.__table__.insert(), [
@@ -155,6 +156,25 @@ def insert_runs(store: Any, exp_id: str, runs: list[dict], datasets: dict[str, A
                 {"input_uuid": i, "name": "mlflow.data.context", "value": "training"}
                 for i, _ in inputs
             ])  # fmt: skip
+
+
+def _executemany(session: Any, table: Any) -> Callable[[list[tuple]], None]:
+    """Insert rows of (run_uuid, key, value, timestamp, step, is_nan) into a metrics table with
+    the driver's own ``executemany`` (SQLAlchemy's per-row parameter processing costs more than
+    SQLite's insert); through SQLAlchemy where the driver's parameter style is not positional."""
+    columns = ("run_uuid", "key", "value", "timestamp", "step", "is_nan")
+    marks = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(session.bind.dialect.paramstyle)
+
+    def insert(rows: list[tuple]) -> None:
+        if not rows:
+            return
+        if marks is None:
+            session.execute(table.insert(), [dict(zip(columns, r, strict=True)) for r in rows])
+            return
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([marks] * 6)})"
+        session.connection().exec_driver_sql(sql, rows)
+
+    return insert
 
 
 def count_children(uri: str, parent: str) -> int | None:
