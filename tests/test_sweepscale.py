@@ -191,3 +191,35 @@ def test_the_parents_summary_equals_one_read_back_from_the_store(sweeps, tmp_pat
     assert metrics["jobs"] == 64 and metrics["jobs_failed"] == 16
     assert metrics["best_test_mse"] == pytest.approx(board["test_mse"].iloc[0])
     assert board["run"].iloc[0] in summary and "across seeds" in summary
+
+
+def test_without_mlflows_sql_internals_the_public_calls_store_the_same_children(
+    sweeps, monkeypatch
+):
+    """A store MLflow's internals do not reach (a tracking server, other tables) gets the same
+    runs one by one through MLflow's public calls."""
+    from lrexp.tracking import bulk, mlflow_private
+
+    uri, exp_id = sweeps[0], sweeps[1]
+    payload = {"name": "j", "status": "FINISHED", "start_ms": 1000, "end_ms": 2000,
+               "tags": {"lrexp.x": "1"}, "params": {"a.b": 0.5, "c": None},
+               "curves": {"loss/test_mse": [3.0, math.nan, 1.0]}, "steps": [0, 5, 9],
+               "scalars": {"final_test_mse": 1.0, "gap": None}, "files": {"d/e.txt": "hi"},
+               "dataset": None}  # fmt: skip
+    fast = bulk.log_runs(uri, exp_id, [payload])
+    monkeypatch.setattr(mlflow_private, "sql_store", lambda uri: None)
+    slow = bulk.log_runs(uri, exp_id, [payload])
+    client = MlflowClient(uri)
+    runs = [client.get_run(run_id) for ((run_id, _),) in (fast, slow)]
+    assert [latest for (_, latest), in (fast, slow)] == [{"loss/test_mse": 1.0,
+                                                         "final_test_mse": 1.0}] * 2  # fmt: skip
+    a, b = runs
+    assert (a.info.status, a.info.run_name, a.info.start_time, a.info.end_time) == (
+        b.info.status, b.info.run_name, b.info.start_time, b.info.end_time)  # fmt: skip
+    assert a.data.params == b.data.params == {"a.b": "0.5", "c": "null"}
+    assert a.data.tags == b.data.tags and a.data.metrics == b.data.metrics
+    history = [[(m.step, m.value) for m in client.get_metric_history(r.info.run_id,
+                                                                     "loss/test_mse")]
+               for r in runs]  # fmt: skip
+    assert history[0] == history[1] == [(0, 3.0), (9, 1.0)]
+    assert _files(client, a.info.run_id) == _files(client, b.info.run_id) == {"d/e.txt"}
