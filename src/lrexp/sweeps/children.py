@@ -16,6 +16,7 @@ import logging
 import math
 import time
 import traceback
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
     from lrexp.sweeps.batched import Job
 
 logger = logging.getLogger("lrexp")
-_sent: set[str] = set()  # the data sets already sent to this process's tracking process
+# The data sets each tracking process (or this process's local tracking) has been sent already.
+_sent: weakref.WeakKeyDictionary[object, set[tuple[str, str]]] = weakref.WeakKeyDictionary()
 
 
 def eligible(p: Prepared, sweep: SweepJob | None) -> bool:
@@ -52,13 +54,15 @@ def log(
     objective (inf if it diverged, NaN if it failed) and whether it succeeded. Each run starts
     at ``started_ms`` (when logging began, as a run opened for its logging would) and ends once
     built."""
+    tracking = client.calls()
+    sent = _sent.setdefault(tracking, set())
     batches: dict[tuple[str, str], tuple[list, dict]] = {}
     values: dict[int, tuple[float, bool]] = {}
     for job, p, fits, sweep, key in items:  # key: the job's data set's (equal: the same data)
         child, values[job.num] = _child(job, p, fits, sweep, started_ms)
         uri = store.resolve_uri(p.cfg.tracking.uri, p.base_dir)
         children, datasets = batches.setdefault((uri, sweep.experiment_id), ([], {}))
-        if (uri, key) not in _sent and key not in datasets:
+        if (uri, key) not in sent and key not in datasets:
             ds = p.dataset
             datasets[key] = dict(
                 X=ds.X,
@@ -69,10 +73,9 @@ def log(
                 source=ds.source,
             )
         children.append({**child, "dataset": key})
-    tracking = client.calls()
     for (uri, exp_id), (children, datasets) in batches.items():
         tracking.log_children(uri, exp_id, children, datasets)
-        _sent.update((uri, k) for k in datasets)
+        sent.update((uri, k) for k in datasets)
     return values
 
 
