@@ -28,8 +28,11 @@ MAX_OVERLAY = 64  # curves drawn in the overlay plot, best first
 HIGHLIGHT = 5  # of them, the best drawn in colour with a legend; the rest thin grey
 
 # What this process logged of each sweep's children (log_children): parent → run id → the
-# child's record as reader.child_runs gives it; and the overlay's curves of the best of them.
+# child's record as reader.child_runs gives it (with only the tags a summary reads, KEPT_TAGS);
+# and the overlay's curves of the best of them.
 _CHILDREN: dict[str, dict[str, dict]] = {}
+KEPT_TAGS = {"mlflow.parentRunId", "lrexp.job_num", "lrexp.failure_reason", "lrexp.verdict",
+             "lrexp.converged", "lrexp.config_hash_noseed", "lrexp.skipped_for"}  # fmt: skip
 _CURVES: dict[str, dict[str, tuple]] = {}
 
 
@@ -51,7 +54,8 @@ def log_children(
             continue
         record = {"run_id": run_id, "name": child["name"], "status": child["status"],
                   "params": {k: str(v) for k, v in child["params"].items()},
-                  "metrics": latest, "tags": dict(child["tags"])}  # fmt: skip
+                  "metrics": latest, "tags": {k: v for k, v in child["tags"].items()
+                                              if k in KEPT_TAGS}}  # fmt: skip
         _CHILDREN.setdefault(parent, {})[run_id] = record
         steps = np.asarray(child["steps"], dtype=np.int64)
         _CURVES.setdefault(parent, {})[run_id] = tuple(
