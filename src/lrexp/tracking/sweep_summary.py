@@ -53,7 +53,7 @@ def log_children(
         if parent is None:
             continue
         record = {"run_id": run_id, "name": child["name"], "status": child["status"],
-                  "params": {k: str(v) for k, v in child["params"].items()},
+                  "params": {p.key: p.value for p in writer._params(child["params"])},
                   "metrics": latest, "tags": {k: v for k, v in child["tags"].items()
                                               if k in KEPT_TAGS}}  # fmt: skip
         _CHILDREN.setdefault(parent, {})[run_id] = record
