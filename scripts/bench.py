@@ -6,6 +6,7 @@
     python scripts/bench.py --only load           # reading CSV and Parquet files, end to end
     python scripts/bench.py --only devices        # 1 vs 4 forced host devices (full mode only)
     python scripts/bench.py --only stream         # a streamed pass: peak RSS as rows grow, speed
+    python scripts/bench.py --only sweepscale     # 256- and 1,024-job sweeps (--sweep-4096: 4,096)
 
 Timings are medians of repeats after a warm-up call; compilation is reported on its own line.
 Ratios are lrexp / baseline, both measured in this run. torch and scikit-learn come from the
@@ -833,6 +834,85 @@ def host_epoch(sz: Sizes, tmp: Path) -> Row:
     return compare("10", what, ours, base_what, base, None, "(for scale)")
 
 
+# --- 11. thousand-job sweeps --------------------------------------------------------------------
+SWEEP_JOBS = [256, 1024]  # --sweep-4096 adds 4096 (section sweepscale)
+
+
+def sweepscale(sz: Sizes, tmp: Path) -> list[Row]:
+    """One default run, then vmap sweeps of 256 and 1,024 jobs (lr × momentum), end to end with
+    MLflow: wall time as a ratio to the default run, peak RSS of the process tree, and a check
+    that every child is stored FINISHED under the sweep's parent."""
+    single = cli_time(tmp, (), sz)
+    rows = [Row("11", "python -m lrexp.train, one default run (CLI)", single)]
+    for n in SWEEP_JOBS if sz.full else [16]:
+        side = round(n**0.5)
+        lrs, mus = np.geomspace(0.001, 0.01, side), np.linspace(0.0, 0.9, side)
+        args = ["-m", "hydra/launcher=vmap", "optimizer.lr=" + ",".join(f"{v:.6g}" for v in lrs),
+                "optimizer.momentum=" + ",".join(f"{v:.6g}" for v in mus)]  # fmt: skip
+        wall, peak = tree_peak(lrexp_cli(tmp, tuple(args)))
+        what = f"{side * side}-job vmap sweep, MLflow, end to end"
+        rows.append(compare("11", what, Stat(wall, wall, wall), "one default run (CLI)", single,
+                            10 if side * side == 1024 else None,
+                            "≤ 10×" if side * side == 1024 else "(for scale)"))  # fmt: skip
+        stored = finished_children(tmp / "m.db")
+        rows.append(Row("11", f"… peak RSS (all its processes); children stored FINISHED: "
+                             f"{stored} of {side * side}", ratio=f"{peak / 2**20:.0f} MiB",
+                        met=stored == side * side))  # fmt: skip
+    return rows
+
+
+def tree_peak(run: Callable[[], object]) -> tuple[float, int]:
+    """Wall time of ``run`` (which starts a subprocess) and the peak of the summed resident
+    memory of that process and all its descendants, sampled every 50 ms."""
+    import threading
+
+    peak, done = [0], threading.Event()
+
+    def rss(pid: int) -> int:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/statm").read_text().split()
+            return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
+        return 0
+
+    def tree(pid: int) -> list[int]:
+        kids = []
+        for task in Path(f"/proc/{pid}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                kids += [int(k) for k in task.read_text().split()]
+        return [pid] + [d for k in kids for d in tree(k)]
+
+    def sample() -> None:
+        me = os.getpid()
+        while not done.wait(0.05):
+            with contextlib.suppress(OSError):
+                peak[0] = max(peak[0], sum(rss(p) for p in tree(me) if p != me))
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    t = time.perf_counter()
+    try:
+        run()
+    finally:
+        done.set()
+        watcher.join()
+    return time.perf_counter() - t, peak[0]
+
+
+def finished_children(db: Path) -> int:
+    """FINISHED child runs of the newest sweep in a SQLite store (read with sqlite3: MLflow's
+    search would read every child's params and metrics)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        (n,) = con.execute(
+            "SELECT count(*) FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+            "WHERE t.key = 'mlflow.parentRunId' AND r.status = 'FINISHED' AND t.value = ("
+            "SELECT p.run_uuid FROM runs p JOIN tags s ON s.run_uuid = p.run_uuid "
+            "WHERE s.key = 'lrexp.sweep' ORDER BY p.start_time DESC LIMIT 1)"
+        ).fetchone()
+    return n
+
+
 # --- the table ---------------------------------------------------------------------------------
 SECTIONS = {
     "full_batch": lambda sz, tmp: full_batch(sz),
@@ -845,6 +925,7 @@ SECTIONS = {
     "load": load_files,
     "devices": devices_side,
     "stream": streamed,
+    "sweepscale": sweepscale,
 }
 HEADER = ["#", "what", "lrexp median", "min – max", "baseline", "baseline median", "ratio",
           "target", "met"]  # fmt: skip
@@ -925,6 +1006,11 @@ NOTES = {
     "interpreter's peak (`VmHWM`: imports included, their part shown). The mini-batch epoch: "
     "`fit.fit` on `layouts.HostRows` (a float32 `.npy` memmap; each call's batches gathered on "
     "the host, at most 2^20 rows a call) against `fit.fit` on the same rows in memory.",
+    "11": "`python -m lrexp.train -m hydra/launcher=vmap optimizer.lr=… optimizer.momentum=…` "
+    "(a square grid) on one existing SQLite store, once each, against the median of default "
+    "runs on the same store in the same run; peak RSS: the summed resident memory of the "
+    "launching process and its tracking processes, sampled every 50 ms; the children counted in "
+    "the store afterwards.",
 }
 
 
@@ -953,8 +1039,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test for CI")
     parser.add_argument("--markdown", type=Path, help="also write the table as markdown here")
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run this section")
-    parser.add_argument("--stream-large", action="store_true", help="section 9 with 5e7 rows too")
+    parser.add_argument("--stream-large", action="store_true", help="stream: also 5e7 rows")
+    parser.add_argument("--sweep-4096", action="store_true", help="sweepscale: also 4096 jobs")
     args = parser.parse_args(argv)
+    if args.sweep_4096:
+        SWEEP_JOBS.append(4096)
     lrexp.quiet_libraries()
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     sz, rows = (QUICK if args.quick else FULL), []

@@ -68,6 +68,15 @@ def start(
     problem = store.experiment_problem(uri, None if sweep else cfg.tracking.experiment)
     if problem is not None:
         raise ConfigError("tracking.experiment", cfg.tracking.experiment, problem)
+    tags = run_tags(cfg, base_dir, overrides, sweep)
+    exp_id = None if sweep is None else sweep.experiment_id
+    return tracking.run(uri, cfg.tracking.experiment, name, tags, exp_id=exp_id)
+
+
+def run_tags(
+    cfg: Config, base_dir: Path, overrides: list[str], sweep: SweepJob | None = None
+) -> dict[str, str]:
+    """The tags a run opens with: provenance, config hashes, overrides; a sweep's child's link."""
     tags = provenance.tags(cfg.train.dtype)
     tags.update(
         {
@@ -77,13 +86,11 @@ def start(
             "lrexp.base_dir": str(base_dir),  # where relative paths (data.path) were resolved
         }
     )
-    exp_id = None
     if sweep is not None:
-        exp_id = sweep.experiment_id
         tags.update(
             {"mlflow.parentRunId": sweep.parent_run_id, "lrexp.job_num": str(sweep.job_num)}
         )
-    return tracking.run(uri, cfg.tracking.experiment, name, tags, exp_id=exp_id)
+    return tags
 
 
 def find_finished(p: Prepared) -> dict | None:

@@ -12,6 +12,7 @@ import logging
 import math
 import queue
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -168,14 +169,34 @@ def _log_jobs(
 ) -> dict[int, float]:
     """Log each trained job as its own run; return each one's objective.
 
-    The CLI's tracking processes (:func:`lrexp.tracking.client.writers`) log the runs side by
-    side, one thread each, while this process builds the next run's records; else they are
-    logged here. With ``stopped`` (the stop request that interrupted their training), each run
-    keeps its curves so far and ends KILLED with the reason. Each job whose run is opened is
-    added to ``stored``.
+    A sweep's children that log no model of their own go to the tracking process together, in
+    one call (:mod:`lrexp.sweeps.children`). Others: the CLI's tracking processes
+    (:func:`lrexp.tracking.client.writers`) log the runs side by side, one thread each, while
+    this process builds the next run's records; else they are logged here. With ``stopped``
+    (the stop request that interrupted their training), each run is logged on its own, keeps its
+    curves so far and ends KILLED with the reason. Each job whose run is opened is added to
+    ``stored``.
     """
-    items = [(job, p, f) for (job, p), f in zip(members, fits, strict=True)]
+    from lrexp.sweeps import children
+
     stored = set() if stored is None else stored
+    items, logged = [], {}
+    together = []  # a sweep's children logged as one batch (sweeps.children), the rest one by one
+    for (job, p), f in zip(members, fits, strict=True):
+        context = _sweep_context(job, base_dir)
+        if stopped is None and children.eligible(p, context):
+            together.append((job, p, f, context, data_identity(p)))
+        else:
+            items.append((job, p, f))
+    if together:
+        values = children.log(together, base_dir, started_ms=int(time.time() * 1000))
+        stored.update(job.num for job, *_ in together)
+        logged = {job.num: _report(job, values[job.num]) for job, *_ in together}
+    return logged | _log_one_by_one(items, base_dir, stopped, stored)
+
+
+def _log_one_by_one(items: list, base_dir, stopped, stored: set[int]) -> dict[int, float]:
+    """Log each trained job as its own run (see :func:`_log_jobs`)."""
     writers = client.writers()
     if len(writers) < 2:
         return {

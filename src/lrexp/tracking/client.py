@@ -50,6 +50,8 @@ class Tracker(Channel):
     """The training side of a tracking process: each :class:`TrackingCalls` method here sends
     that call to the process, which carries it out with :mod:`lrexp.tracking.local`."""
 
+    _children_pending: Callable[[], Any] | None = None  # the last log_children, until stored
+
     # --- the calls (TrackingCalls), sent to the tracking process ---
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._call("log_params", params)
@@ -133,6 +135,19 @@ class Tracker(Channel):
     ) -> Callable[[], tuple[str, str]]:
         """:meth:`open_sweep` without waiting: returns a function that waits for its ids."""
         return self._submit("open_sweep", uri, experiment, run_name, tags)
+
+    def log_children(
+        self,
+        uri: str,
+        exp_id: str,
+        children: Sequence[Mapping[str, Any]],
+        datasets: Mapping[str, Mapping[str, Any]] = {},
+    ) -> None:
+        """Sent without waiting for it, but only once the batch sent before is stored: at most
+        one batch of children waits here or there (memory stays flat, however many batches)."""
+        if self._children_pending is not None:
+            self._children_pending()
+        self._children_pending = self._submit("log_children", uri, exp_id, children, datasets)
 
     def summarize_sweep(
         self, uri: str, exp_id: str, parent: str, *, best_model: bool = False

@@ -107,6 +107,15 @@ class TrackingCalls(Protocol):
         self, uri: str, experiment: str, run_name: str, tags: Mapping[str, str]
     ) -> tuple[str, str]: ...
 
+    @pipelined
+    def log_children(
+        self,
+        uri: str,
+        exp_id: str,
+        children: Sequence[Mapping[str, Any]],
+        datasets: Mapping[str, Mapping[str, Any]] = {},
+    ) -> None: ...
+
     def summarize_sweep(
         self, uri: str, exp_id: str, parent: str, *, best_model: bool = False
     ) -> str: ...

@@ -90,7 +90,29 @@ def log_batch(
     first steps). Scalars are logged at step
     0 and, given ``model_id``, linked to that logged model (shown on its page in the UI).
     """
-    now = int(time.time() * 1000)
+    metrics = metric_list(run_id, curves, steps, scalars, model_id)
+    param_list = _params(params)
+    tag_list = [RunTag(k, str(v)) for k, v in tags.items()]
+    client, kept = client or MlflowClient(), len(metrics)
+    while metrics or param_list or tag_list:
+        p, t = param_list[:100], tag_list[:100]
+        m = metrics[: BATCH - len(p) - len(t)]
+        param_list, tag_list, metrics = param_list[len(p) :], tag_list[len(t) :], metrics[len(m) :]
+        retried(lambda m=m, p=p, t=t: client.log_batch(run_id, m, p, t, synchronous=True))
+    return kept
+
+
+def metric_list(
+    run_id: str,
+    curves: Mapping[str, Sequence[float]],
+    steps: Sequence[int] | None,
+    scalars: Mapping[str, float | None],
+    model_id: str | None = None,
+    now: int | None = None,
+) -> list[Metric]:
+    """The finite values of ``curves`` (value i at ``steps[i]``, default step i) and ``scalars``
+    (at step 0, linked to ``model_id`` where given) as MLflow metrics, stamped ``now`` (ms)."""
+    now = int(time.time() * 1000) if now is None else now
     metrics = [
         Metric(key, v, now, step)
         for key, values in curves.items()
@@ -101,20 +123,11 @@ def log_batch(
         )
         if math.isfinite(v)
     ]
-    metrics += [
+    return metrics + [
         Metric(k, float(v), now, 0, model_id=model_id, run_id=run_id if model_id else None)
         for k, v in scalars.items()
         if v is not None and math.isfinite(float(v))
     ]
-    param_list = _params(params)
-    tag_list = [RunTag(k, str(v)) for k, v in tags.items()]
-    client, kept = client or MlflowClient(), len(metrics)
-    while metrics or param_list or tag_list:
-        p, t = param_list[:100], tag_list[:100]
-        m = metrics[: BATCH - len(p) - len(t)]
-        param_list, tag_list, metrics = param_list[len(p) :], tag_list[len(t) :], metrics[len(m) :]
-        retried(lambda m=m, p=p, t=t: client.log_batch(run_id, m, p, t, synchronous=True))
-    return kept
 
 
 def log_metrics(
@@ -156,6 +169,21 @@ def log_dataset(
     The digest and schema are MLflow's, computed from the columns' dtypes rather than by MLflow's
     pass over every cell in Python (10 s for 2e6 rows).
     """
+    dataset = pandas_dataset(X, y, features=features, target=target, name=name, source=source)
+    try:
+        retried(lambda: mlflow.log_input(dataset, context=context))
+    except mlflow.exceptions.MlflowException as e:
+        # Parallel jobs logging a new data set at once: MLflow makes its row on first use, and all
+        # but the first to insert it fail (the transaction rolled back). Now it exists: link it.
+        if not any(m in str(e) for m in LOST_DATASET_RACE):
+            raise
+        retried(lambda: mlflow.log_input(dataset, context=context))
+
+
+def pandas_dataset(
+    X: np.ndarray, y: np.ndarray, *, features: Sequence[str], target: str, name: str, source: str
+) -> Any:
+    """The MLflow data set that :func:`log_dataset` records (a ``PandasDataset``)."""
     import pandas as pd
     from mlflow.data.code_dataset_source import CodeDatasetSource
 
@@ -174,14 +202,7 @@ def log_dataset(
             digest=mlflow_private.pandas_digest(frame),
         )
     mlflow_private.set_dataset_schema(dataset, frame)
-    try:
-        retried(lambda: mlflow.log_input(dataset, context=context))
-    except mlflow.exceptions.MlflowException as e:
-        # Parallel jobs logging a new data set at once: MLflow makes its row on first use, and all
-        # but the first to insert it fail (the transaction rolled back). Now it exists: link it.
-        if not any(m in str(e) for m in LOST_DATASET_RACE):
-            raise
-        retried(lambda: mlflow.log_input(dataset, context=context))
+    return dataset
 
 
 def log_model(
