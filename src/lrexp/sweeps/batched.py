@@ -189,7 +189,12 @@ def _log_jobs(
         else:
             items.append((job, p, f))
     if together:
-        values = children.log(together, base_dir, started_ms=int(time.time() * 1000))
+        try:
+            values = children.log(together, base_dir, started_ms=int(time.time() * 1000))
+        except signals.STOPS as e:  # before the batch was stored: each run alone, KILLED, whole
+            signals.seen(e)
+            _log_one_by_one([(job, p, f) for job, p, f, *_ in together], base_dir, e, stored)
+            raise
         stored.update(job.num for job, *_ in together)
         logged = {job.num: _report(job, values[job.num]) for job, *_ in together}
     return logged | _log_one_by_one(items, base_dir, stopped, stored)

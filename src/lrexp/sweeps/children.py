@@ -25,7 +25,7 @@ from lrexp import pipeline
 from lrexp.config import FileData
 from lrexp.pipeline import Diverged, outputs, record
 from lrexp.pipeline.job import run_name
-from lrexp.tracking import client, metric_names, signals, store
+from lrexp.tracking import client, hooks, metric_names, signals, store
 
 if TYPE_CHECKING:
     from lrexp.core import fit
@@ -73,6 +73,7 @@ def log(
                 source=ds.source,
             )
         children.append({**child, "dataset": key})
+    hooks.pause_at("curves")  # a test hook (lrexp.tracking.hooks): the batch about to be sent
     for (uri, exp_id), (children, datasets) in batches.items():
         tracking.log_children(uri, exp_id, children, datasets)
         sent.update((uri, k) for k in datasets)
