@@ -5,7 +5,7 @@ value checks and the conversion of a composed config, :mod:`.stored` the rebuild
 read back from storage.
 """
 
-from lrexp.config.checks import RULES, ConfigError, to_object, validate, validate_sizes
+from lrexp.config.checks import RULES, ConfigError, to_object, validate
 from lrexp.config.schema import (
     SCHEMAS,
     Adagrad,
@@ -32,6 +32,7 @@ from lrexp.config.schema import (
     WarmupCosine,
     register,
 )
+from lrexp.config.sizes import validate_sizes
 from lrexp.config.stored import from_container
 
 __all__ = [
