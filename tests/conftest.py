@@ -13,10 +13,22 @@ from omegaconf import DictConfig
 
 from lrexp import config
 
+FULL = os.environ.get("CI_FULL") == "1" or os.environ.get("LREXP_FULL_MATRIX") == "1"
+
 
 def pytest_configure(config) -> None:
     """Keep JAX's compiled programs in a temp dir, not the user's ~/.cache (runs inherit it)."""
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="lrexp-jax-"))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``full`` run only in CI's second pass (``CI_FULL=1 pytest -m full``)."""
+    if FULL:
+        return
+    skip = pytest.mark.skip(reason="full run only (CI_FULL=1 python -m pytest -m full)")
+    for item in items:
+        if item.get_closest_marker("full"):
+            item.add_marker(skip)
 
 
 def compose_config(*overrides: str) -> DictConfig:

@@ -5,7 +5,7 @@ Every test runs ``python -m lrexp.train`` as a subprocess against a real SQLite 
 the store back. Phases are reached through lrexp's test hook (:mod:`lrexp.tracking.hooks`): the
 process writes a marker file and waits, the test delivers its signal, then lets it go; no test
 guesses a phase's timing with a sleep. The default run takes a representative subset of the kill
-matrix; ``LREXP_FULL_MATRIX=1`` (or ``CI_FULL=1``) runs all of it (marked slow).
+matrix; the other cells are marked ``full``: CI runs them (``CI_FULL=1 python -m pytest -m full``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from lrexp.tracking import channel, hooks, lifecycle
 # lrexp's lock, which importing lifecycle arranges.
 assert lifecycle.init_store
 
-FULL = os.environ.get("LREXP_FULL_MATRIX") == "1" or os.environ.get("CI_FULL") == "1"
 EXIT_S = 30  # a process stopped by a signal has exited within this (a loaded machine)
 SMALL = ["train.epochs=3", "data.n=200"]
 EXPERIMENT = "hostile"
@@ -131,11 +130,10 @@ SUBSET = {
 }
 CELLS = [
     pytest.param(
-        phase, sig, marks=[] if (phase, sig) in SUBSET else [pytest.mark.slow], id=f"{phase}-{sig}"
+        phase, sig, marks=[] if (phase, sig) in SUBSET else [pytest.mark.full], id=f"{phase}-{sig}"
     )
     for phase in hooks.PHASES
     for sig in SIGNALS
-    if FULL or (phase, sig) in SUBSET
 ]
 REASONS = {
     "SIGINT": "interrupted (Ctrl-C / SIGINT)",
@@ -227,15 +225,13 @@ def test_a_second_and_third_sigterm_still_end_the_process(tmp_path):
 @pytest.mark.parametrize(
     ("n", "fresh"),
     [
-        pytest.param(2, True, marks=pytest.mark.slow),
+        pytest.param(2, True, marks=pytest.mark.full),
         (10, True),
         (2, False),
-        pytest.param(10, False, marks=pytest.mark.slow),
+        pytest.param(10, False, marks=pytest.mark.full),
     ],
 )
 def test_independent_runs_at_once_all_finish_on_one_store(tmp_path, n, fresh):
-    if not FULL and (n, fresh) in ((2, True), (10, False)):
-        pytest.skip("full matrix only (LREXP_FULL_MATRIX=1)")
     if not fresh:
         first = launch(tmp_path, "train.seed=99")
         assert first.wait(timeout=300) == 0, stderr_of(tmp_path)

@@ -77,12 +77,15 @@ def click(d: WebDriver, element) -> None:
     element.click()
 
 
-def close_assistant(d: WebDriver) -> None:
-    """Close the MLflow Assistant panel, which covers a third of the page, if it is open."""
-    for button in d.find_elements(
-        By.CSS_SELECTOR, 'button[data-component-id="mlflow.assistant.chat_panel.close"]'
-    ):
-        click(d, button)
+def assistant_open(d: WebDriver) -> bool:
+    """Whether the MLflow Assistant's chat panel (a third of the page) is open; the lrexp app
+    keeps it from opening by itself on a first visit."""
+    return any(
+        button.is_displayed()
+        for button in d.find_elements(
+            By.CSS_SELECTOR, 'button[data-component-id="mlflow.assistant.chat_panel.close"]'
+        )
+    )
 
 
 def run_links(d: WebDriver, run_id: str) -> list:
@@ -196,14 +199,14 @@ def test_a_newcomer_goes_from_the_home_page_to_a_sweeps_runs_plots_and_compariso
         # 1. The home page, as `mlflow ui` opens it: the experiment among the recent ones.
         d.get(f"{url}/")
         wait_for_text(d, "Recent Experiments", experiment)
-        close_assistant(d)
+        assert not assistant_open(d)
         step("home")
         click_link(d, f"#/experiments/{exp_id}")  # the home page's own link, no workflowType
 
         # 2. One click lands on the runs table (the lrexp app's doing): the sweep's parent,
         # collapsed, then expanded to show its children, the swept params and a metric added.
         wait_for_text(d, parent.info.run_name)
-        close_assistant(d)
+        assert not assistant_open(d)
         assert run_links(d, parent.info.run_id)
         assert not any(run_links(d, r.info.run_id) for r in children)  # collapsed at first
         expand = d.find_element(By.CSS_SELECTOR, 'button[data-component-id*="runnamecellrenderer"]')
@@ -227,7 +230,7 @@ def test_a_newcomer_goes_from_the_home_page_to_a_sweeps_runs_plots_and_compariso
         assert parent.info.run_name[:40] in text
         assert f"optimizer.lr\n{child.data.params['optimizer.lr']}" in text
         assert f"final_test_mse\n{child.data.metrics['final_test_mse']!r}" in text
-        close_assistant(d)
+        assert not assistant_open(d)
         step("run")
         # ... and its charts: the "Model metrics" tab draws one chart per logged metric.
         click(d, d.find_element(By.XPATH, '//*[@role="tab"][.//text()="Model metrics"]'))
@@ -250,7 +253,7 @@ def test_a_newcomer_goes_from_the_home_page_to_a_sweeps_runs_plots_and_compariso
         d.get(f"{url}/#/experiments/{exp_id}/runs/{parent.info.run_id}/artifacts/plots/overlay.svg")
         wait_for_text(d, "overlay.svg")
         wait_for_image(d, "the parent's plots/overlay.svg")
-        close_assistant(d)
+        assert not assistant_open(d)
         step("overlay")
 
         # 6. A child's loss curve (a fresh page load: a change of the address's #fragment alone
@@ -261,5 +264,5 @@ def test_a_newcomer_goes_from_the_home_page_to_a_sweeps_runs_plots_and_compariso
         )
         wait_for_text(d, "loss_curve.svg")
         wait_for_image(d, "a child's plots/loss_curve.svg")
-        close_assistant(d)
+        assert not assistant_open(d)
         step("loss-curve")

@@ -8,6 +8,9 @@ in the browser's local storage (``mlflow.workflowType_v1``, the JSON string ``"g
 ``mlflow.app`` entry point like MLflow's own ``basic-auth``, with one change: the page it serves
 sets that choice to ``machine_learning`` where the browser has made none, so a user who opens the
 home page and clicks an experiment lands on its runs. A user who picks the GenAI view keeps it.
+It also marks the MLflow Assistant's first-load opening as done
+(``mlflow.assistant.fab.autoOpenedOnFirstLoad_v1``), so its chat panel does not open over a third
+of the page on a user's first visit; its button stays, and opens it.
 """
 
 from __future__ import annotations
@@ -17,11 +20,16 @@ import shutil
 import sys
 from pathlib import Path
 
-WORKFLOW_KEY = "mlflow.workflowType_v1"  # the UI's own key (useLocalStorage, version 1)
+WORKFLOW_KEY = "mlflow.workflowType_v1"  # the UI's own keys (useLocalStorage, version 1)
+ASSISTANT_KEY = "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1"
+DEFAULTS = {WORKFLOW_KEY: "'machine_learning'", ASSISTANT_KEY: "true"}  # JSON, as the UI writes
 SCRIPT = (
-    f"<script>try{{if(localStorage.getItem('{WORKFLOW_KEY}')===null)"
-    f"localStorage.setItem('{WORKFLOW_KEY}',JSON.stringify('machine_learning'))}}catch(e){{}}"
-    "</script>"
+    "<script>try{"
+    + "".join(
+        f"if(localStorage.getItem('{key}')===null)localStorage.setItem('{key}',JSON.stringify({v}));"
+        for key, v in DEFAULTS.items()
+    )
+    + "}catch(e){}</script>"
 )
 
 UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
