@@ -34,7 +34,7 @@ from lrexp.core.table_files import TableError
 
 COUNTS = {  # examples a test tries, per profile
     "fast": {"overrides": 40, "files": 150, "cli": 2},
-    "long": {"overrides": 2000, "files": 5000, "cli": 40},
+    "long": {"overrides": 800, "files": 5000, "cli": 25},
 }
 for _name, _derandomize in (("fast", True), ("long", False)):
     settings.register_profile(

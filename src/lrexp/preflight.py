@@ -48,6 +48,8 @@ def _explain(e: Exception, overrides: list[str]) -> str:
             return f"{group}={option}: no such option; allowed: {', '.join(options)}"
     if isinstance(e, OverrideParseException):
         return _unparsable(overrides, first)
+    if key := getattr(e, "full_key", None):  # OmegaConf's own (an interpolation: ${oops})
+        return f"{key}={_value(overrides, key)}: {first}; interpolations must resolve"
     return first
 
 
