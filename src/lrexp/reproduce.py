@@ -49,17 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--uri", default="sqlite:///mlflow.db", help="tracking URI (relative sqlite: cwd)"
     )
     p.add_argument("--no-track", action="store_true", help="do not log the reproduction as a run")
-    p.add_argument(
-        "--data",
-        metavar="PATH",
-        help="the data file of a run on a file (data=csv, data=file), read in place of the "
-        "logged data.path",
-    )
-    p.add_argument(
-        "--logged-data",
-        action="store_true",
-        help="read the data file the logged config names (its data.path): confirm that file",
-    )
+    p.add_argument("--data", metavar="PATH", help="a run on a file: read PATH, not its data.path")
+    p.add_argument("--logged-data", action="store_true", help="a run on a file: read its data.path")
     return p.parse_args(argv)
 
 

@@ -12,18 +12,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lrexp.config import limits
+from lrexp.config import limits, sizes
+from lrexp.config.errors import ConfigError
 from lrexp.config.limits import INT32_MAX
 from lrexp.config.schema import SCHEMAS, Config, FileData, LinearData, TrainConfig
 from lrexp.core import optim
-
-
-class ConfigError(ValueError):
-    """A configuration value that is not allowed: names the key, the value and what is allowed."""
-
-    def __init__(self, key: str, value: Any, allowed: str):
-        self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"{key}={value!r}: {allowed}")
 
 
 def _finite(v: Any) -> bool:
@@ -165,8 +158,6 @@ def validate(cfg: Config, base_dir: str | Path = ".") -> None:
     _check_train(cfg.train, cfg.optimizer.name)
     _check_log_steps(cfg)
     if isinstance(cfg.data, LinearData):  # its size is known before the data is made
-        from lrexp.config import sizes  # which imports this module
-
         sizes.check_memory(cfg, n_rows=cfg.data.n, n_features=len(cfg.data.weights))
 
 

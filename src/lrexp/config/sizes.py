@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from lrexp.config import limits
-from lrexp.config.checks import ConfigError
+from lrexp.config.errors import ConfigError
 from lrexp.config.limits import INT32_MAX
 from lrexp.config.schema import Config, FileData
 from lrexp.core import optim

@@ -211,6 +211,6 @@ def _select(path: Path, names: list[str], target: str, features: list[str] | Non
 
 
 def _names(names: Sequence[str], limit: int = 20) -> str:
-    """List column names, at most ``limit`` of them."""
-    shown = ", ".join(repr(n) for n in names[:limit])
+    """List column names, at most ``limit`` of them, each cut to 40 characters."""
+    shown = ", ".join(repr(_cap(n)) for n in names[:limit])
     return f"[{shown}, ... ({len(names) - limit} more)]" if len(names) > limit else f"[{shown}]"
