@@ -21,11 +21,14 @@ def check_memory(cfg: Config, *, n_rows: int, n_features: int) -> None:
     t = cfg.train
     full_batch = t.batch_size is None or optim.OPTIMIZERS[cfg.optimizer.name].line_search
     steps = full_batch and t.steps is not None  # a history row per step
+    rows = t.steps if steps else t.epochs
+    if cfg.tracking.log_steps and not full_batch:  # and a row per mini-batch step
+        rows *= 1 + -(-n_rows // t.batch_size)
     terms = limits.estimate(
         n_rows=n_rows,
         n_features=n_features,
         splits=t.folds or 1,
-        history_rows=t.steps if steps else t.epochs,
+        history_rows=rows,
         memory_size=getattr(cfg.optimizer, "memory_size", 0),
         itemsize=4 if t.dtype == "float32" else 8,
     )
@@ -36,7 +39,7 @@ def check_memory(cfg: Config, *, n_rows: int, n_features: int) -> None:
         "data": data,
         "splits": ("train.folds", t.folds),
         "history": ("train.steps", t.steps) if steps else ("train.epochs", t.epochs),
-        "memory": ("optimizer.memory_size", terms["memory"] and cfg.optimizer.memory_size),
+        "memory": ("optimizer.memory_size", getattr(cfg.optimizer, "memory_size", None)),
     }
     raise ConfigError(*keys[big[0]], big[1])
 
