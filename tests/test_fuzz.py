@@ -33,7 +33,7 @@ from lrexp.core import tables
 from lrexp.core.table_files import TableError
 
 COUNTS = {  # examples a test tries, per profile
-    "fast": {"overrides": 40, "files": 150, "cli": 2},
+    "fast": {"overrides": 40, "files": 150, "cli": 1},
     "long": {"overrides": 800, "files": 5000, "cli": 25},
 }
 for _name, _derandomize in (("fast", True), ("long", False)):
