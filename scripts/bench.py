@@ -4,6 +4,7 @@
     python scripts/bench.py --markdown bench.md   # full sizes; also write the results table
     python scripts/bench.py --only sweep          # some sections (repeat --only; see SECTIONS)
     python scripts/bench.py --only load           # reading CSV and Parquet files, end to end
+    python scripts/bench.py --only devices        # 1 vs 4 forced host devices (full mode only)
 
 Timings are medians of repeats after a warm-up call; compilation is reported on its own line.
 Ratios are lrexp / baseline, both measured in this run. torch and scikit-learn come from the
@@ -661,6 +662,66 @@ def log_input_cost(sz: Sizes, ds: data.Dataset, tmp: Path) -> Row:
                ratio="(for scale)")  # fmt: skip
 
 
+# --- 9. many devices -------------------------------------------------------------------------
+DEVICES = 4  # forced host devices: XLA_FLAGS=--xla_force_host_platform_device_count
+
+
+def device_times(sz: Sizes) -> dict[str, list[float]]:
+    """In a process with its devices fixed: seconds per full-batch step from the rows (a compiled
+    chunk of ``row_steps``, its rows spread over the devices when there are several), and per
+    ``fit_batch`` of 256 members (16 lr × 16 momentum, ``steps`` steps on statistics)."""
+    from lrexp.core import devices
+
+    devices.MIN_ROWS = 0  # every row count: timed on the bench's data alone
+    arrays = regression_data(sz.n, sz.m)
+    spec = fit.LoopSpec("sgd", "constant", epochs=sz.row_steps, chunk=sz.row_steps)
+    h, key = hyper("sgd", 0.5 / sz.n), jax.random.key(0)
+    train, test = layouts.training_data(*arrays, spec=spec, dtype=jnp.float32, shard=True)
+    state, _ = fit._begin_jit(jnp.zeros(sz.m + 1), train, test, h, spec=spec)
+    run = functools.partial(fit.run_chunk, state, train, test, h, key, spec=spec)
+    steps = [t / sz.row_steps for t in repeat_all(lambda: jax.block_until_ready(run()), sz.repeats)]
+    lrs, mus = np.geomspace(0.05, 0.5, 16) / sz.n, np.linspace(0.0, 0.9, 16)
+    hypers = [hyper("momentum", float(lr), momentum=float(mu)) for lr in lrs for mu in mus]
+    keys = [jax.random.key(i) for i in range(len(hypers))]
+    spec = fit.LoopSpec("momentum", "constant", epochs=sz.steps, chunk=sz.steps, stats=True)
+    sweep = repeat_all(lambda: fit.fit_batch(*arrays, spec=spec, hypers=hypers, keys=keys), sz.slow)
+    return {"devices": [jax.device_count()], "step": steps, "sweep": sweep}
+
+
+def repeat_all(fn: Callable[[], object], n: int) -> list[float]:
+    """Every time of ``n`` calls after a warm-up (compiling) call."""
+    fn()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def devices_side(sz: Sizes, tmp: Path) -> list[Row]:
+    """The same work on 1 and on ``DEVICES`` forced host devices, one process each, in turn."""
+    import json
+
+    if not sz.full:  # subprocesses of a minute each: no smoke test of them in quick mode
+        return []
+    code = "import json, bench; print(json.dumps(bench.device_times(bench.FULL)))"
+    got, path = {}, os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    for d in (1, DEVICES):
+        flags = f"--xla_force_host_platform_device_count={d}"
+        env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags, PYTHONPATH=path)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True).stdout  # fmt: skip
+        got[d] = json.loads(out.strip().splitlines()[-1])
+        assert got[d]["devices"] == [d], got[d]
+    one, many = ({k: Stat.of(v) for k, v in got[d].items()} for d in (1, DEVICES))
+    what = f"full-batch step from the rows ({sz.n:.0e} × {sz.m}), rows on {DEVICES} devices"
+    rows = [compare("9", what, many["step"], "1 device", one["step"], None, "(CPU: for scale)")]
+    what = f"fit_batch, 256 members ({sz.steps} steps), members on {DEVICES} devices"
+    rows.append(compare("9", what, many["sweep"], "1 device", one["sweep"], None, "(for scale)"))
+    return rows
+
+
 # --- the table ---------------------------------------------------------------------------------
 SECTIONS = {
     "full_batch": lambda sz, tmp: full_batch(sz),
@@ -671,6 +732,7 @@ SECTIONS = {
     "cold_start": cold_start,
     "sklearn": lambda sz, tmp: sklearn_side(sz),
     "load": load_files,
+    "devices": devices_side,
 }
 HEADER = ["#", "what", "lrexp median", "min – max", "baseline", "baseline median", "ratio",
           "target", "met"]  # fmt: skip
@@ -735,6 +797,13 @@ NOTES = {
     "End to end: `python -m lrexp.train data=csv data.path=load.csv data.target=y` with tracking "
     "on (an existing SQLite store, the JAX cache filled by a warm-up run) taking turns with a "
     "default run with the same settings; the baseline adds the CSV's `load_file` median.",
+    "9": f"one subprocess with 1 CPU device, then one with {DEVICES} "
+    "(`XLA_FLAGS=--xla_force_host_platform_device_count`), the same work in each: a compiled "
+    "chunk of full-batch GD steps from the rows (`stats=False`; on several devices the rows are "
+    "sharded, `jit` partitions the step, its sums are all-reduced), per step; `fit.fit_batch` of "
+    "256 members (16 lr × 16 momentum) on statistics, the members sharded over the devices. "
+    "Forced host devices share this machine's cores: this measures the overhead of spreading, "
+    "not a speed-up.",
 }
 
 

@@ -1,4 +1,4 @@
-"""Sweeps through Hydra's submitit launcher: the SLURM option composes, and the same launcher's
+"""Sweeps through Hydra's submitit launcher (SLURM itself: test_slurm.py): its
 local executor (a real process per job, as SLURM would start it) nests every job under one parent.
 """
 
@@ -8,18 +8,7 @@ import re
 
 import pytest
 from conftest import runs_in
-from hydra import compose, initialize_config_module
 from test_server import lrexp_sweep
-
-
-def test_slurm_launcher_option_composes_to_submitit_slurm():
-    with initialize_config_module(version_base="1.3", config_module="lrexp.conf"):
-        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
-    launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
-    assert launcher.partition is None and launcher.timeout_min == 30
-    assert launcher.cpus_per_task == 2 and launcher.tasks_per_node == 1
-    assert launcher.submitit_folder == f"{cfg.hydra.sweep.dir}/.submitit/%j"  # logs by the sweep
 
 
 @pytest.mark.slow

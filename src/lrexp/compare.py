@@ -4,6 +4,7 @@ python -m lrexp.compare                               # the runs of experiment l
 python -m lrexp.compare --sweep <parent run id>       # the runs of one sweep
 python -m lrexp.compare --sort gap_theta --top 5 --plot best.png
 python -m lrexp.compare --all                         # failed and diverged runs ranked too
+python -m lrexp.compare --sweep <id> --html report.html   # also one self-contained HTML page
 
 The table shows only the params whose values differ between the listed runs (``--all-columns``
 shows them all, ``--columns`` picks them), wrapped to the terminal's width: what is left is what
@@ -58,6 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--desc", action="store_true", help="sort in descending order")
     p.add_argument("--top", type=_positive, metavar="N", help="list only the first N runs")
     p.add_argument("--plot", default="compare.png", help="overlay plot of the MSE curves (PNG)")
+    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
     p.add_argument(
         "--all-columns", action="store_true", help="show every param, not only those that differ"
     )
@@ -251,6 +253,11 @@ def compare(args: argparse.Namespace) -> str:
     lines.append(
         f"overlay of {drawn} runs' MSE curves: {args.plot}" if drawn else "no curves to plot"
     )
+    if args.html and shown:
+        from lrexp.tracking.sweep_report import write_html
+
+        scores = [sort_value(r, args.sort) for r in shown]
+        lines.append(write_html(uri, shown, frame, args.sort or OBJECTIVE, scores, Path(args.html)))
     width = shutil.get_terminal_size().columns
     return "\n".join(
         x if "\n" in x else textwrap.fill(x, width, subsequent_indent="  ") for x in lines

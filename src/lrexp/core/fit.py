@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lrexp.core import devices
 from lrexp.core.chunk import History, _begin, _begin_jit, _evaluate, run_chunk
 from lrexp.core.cost import CHUNK_S, FLOAT_S, FULL_FLOAT_S, ROW_S, STEP_S, chunked
 from lrexp.core.layouts import training_data
@@ -130,7 +131,9 @@ def fit(
     display, with the history rows of the epochs that chunk completed; a chunk inside a long epoch
     passes the last completed epoch's row again. It never runs inside the compiled loop.
     """
-    train, test = training_data(X, y, X_test, y_test, spec=spec, dtype=dtype, key=key)
+    train, test = training_data(
+        X, y, X_test, y_test, spec=spec, dtype=dtype, key=key, shard=True
+    )  # many devices: rows spread over them (full batches from rows, a statistics pass)
     shape = (np.shape(X)[-1] + 1,)
     theta = jnp.zeros(shape, dtype) if theta0 is None else jnp.asarray(theta0, dtype)
     if theta.shape != shape:
@@ -195,16 +198,26 @@ def fit_batch(
     """
     hyper = jax.tree.map(lambda *v: jnp.stack(v), *hypers)
     key = jnp.stack(keys)
+    many = devices.count() > 1  # members spread over the devices: as many on each
+    size = devices.members_padded(len(hypers))
+    if many:
+        hyper, key = devices.spread(devices.pad_members((hyper, key), size))
+        if not shared_data:
+            X, y, X_test, y_test = devices.spread(devices.pad_members((X, y, X_test, y_test), size))
     # Members that share the data share its blocks' row order (the first member's key).
     train, test = training_data(
         X, y, X_test, y_test, spec=spec, dtype=dtype, stacked=not shared_data,
         key=key if not shared_data else key[0],
     )  # fmt: skip
+    if many:  # shared data: a copy on every device
+        train, test = devices.spread((train, test), members=not shared_data)
     begin, chunk_fn = _batched(spec, None if shared_data else 0)
     shape = (len(hypers), np.shape(X)[-1] + 1)
     theta = jnp.zeros(shape, dtype) if theta0 is None else jnp.asarray(theta0, dtype)
     if theta.shape != shape:
         raise ValueError(f"theta0 has shape {theta.shape}; these members need {shape}")
+    if many:
+        theta = devices.spread(devices.pad_members(theta, size))
     state, row0 = begin(theta, train, test, hyper)
     rows = [(row0, np.ones((len(hypers), 1), bool))]
     steps: list[StepRows] = []
@@ -216,7 +229,8 @@ def fit_batch(
         epoch, done, completed = jax.device_get((state.epoch, state.done, completed))
         if on_chunk is not None:  # the slots in which some member completed an epoch
             slots = completed.any(axis=0)
-            on_chunk(int(epoch.max()), History(*(np.asarray(v)[:, slots] for v in chunk)))
+            rows_now = History(*(np.asarray(v)[: len(hypers), slots] for v in chunk))
+            on_chunk(int(epoch.max()), rows_now)
         if done.all():
             break
     return [_result(state, rows, member=b, steps=steps) for b in range(len(hypers))]

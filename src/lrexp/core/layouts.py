@@ -7,8 +7,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from lrexp.core import model, shuffle
+from lrexp.core import devices, model, shuffle
 from lrexp.core.spec import LoopSpec
 
 
@@ -58,12 +59,21 @@ LAYOUT = 2**32 - 1  # the blocks' row order comes from fold_in(key, LAYOUT); epo
 
 
 def training_data(
-    X, y, X_test, y_test, *, spec: LoopSpec, dtype: Any, stacked: bool = False, key=None
-):
+    X, y, X_test, y_test, *, spec: LoopSpec, dtype: Any, stacked: bool = False, key=None,
+    shard: bool = False,
+):  # fmt: skip
     """The train and test data as the loop takes them: float64 statistics for full batches from
     statistics, feature-major :class:`model.Columns` (test: rows) in ``dtype`` for full batches
     from rows, :class:`BatchRows` (and the test statistics) for mini-batches, or
-    :class:`BatchBlocks` for mini-batches of blocks (their rows ordered by ``key``)."""
+    :class:`BatchBlocks` for mini-batches of blocks (their rows ordered by ``key``).
+
+    On many devices (:func:`devices.shards_rows`) the statistics pass spreads the rows over
+    them, and with ``shard`` full batches from rows are :class:`model.Shards` of columns."""
+    many = not stacked and y is not None and devices.shards_rows(np.shape(y)[0])
+    if spec.stats and many:
+        return devices.sharded_sum(_stats, (X, y)), devices.sharded_sum(_stats, (X_test, y_test))
+    if spec.batch_size is None and not spec.stats and many and shard:
+        return devices.shard_columns(X, y, dtype), devices.shard_columns(X_test, y_test, dtype)
     if spec.stats:
         stats = jax.vmap(_stats) if stacked else _stats_jit
         return stats(X, y), stats(X_test, y_test)

@@ -196,14 +196,24 @@ def sufficient_stats(X: jax.Array, y: jax.Array) -> Stats:
     return Stats(gram=G[: m + 1, : m + 1], xty=G[: m + 1, m + 1], yty=G[m + 1, m + 1], n=G[0, 0])
 
 
+class Shards(NamedTuple):
+    """Rows on many devices (:mod:`lrexp.core.devices`): ``main`` an equal share per device,
+    ``rest`` the few left over; TSSE and n are the sums over both."""
+
+    main: Columns
+    rest: Columns
+
+
 def tsse_stats(theta: jax.Array, s: Stats) -> jax.Array:
     """TSSE(θ̃) = c − 2θ̃ᵀb + θ̃ᵀGθ̃, in float64; its gradient is 2(Gθ̃ − b)."""
     t = theta.astype(jnp.float64)
     return s.yty - 2.0 * t @ s.xty + t @ (s.gram @ t)
 
 
-def loss(theta: jax.Array, data: Rows | Columns | Stats) -> jax.Array:
+def loss(theta: jax.Array, data: Rows | Columns | Stats | Shards) -> jax.Array:
     """TSSE of θ̃ on ``data``, in θ̃'s dtype (statistics are exact in float64, then cast)."""
+    if isinstance(data, Shards):
+        return loss(theta, data.main) + loss(theta, data.rest)
     if isinstance(data, Rows):
         value = tsse(theta, data.X, data.y)
     elif isinstance(data, Columns):
@@ -213,5 +223,7 @@ def loss(theta: jax.Array, data: Rows | Columns | Stats) -> jax.Array:
     return value.astype(theta.dtype)
 
 
-def n_rows(data: Rows | Columns | Stats) -> jax.Array | int:
+def n_rows(data: Rows | Columns | Stats | Shards) -> jax.Array | int:
+    if isinstance(data, Shards):
+        return n_rows(data.main) + n_rows(data.rest)
     return data.n if isinstance(data, Stats) else data.y.shape[-1]

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lrexp.core import data, results
+from lrexp.core import data, landscape, results
+from lrexp.report import landscape as landscape_svg
 from lrexp.report import plots
 
 if TYPE_CHECKING:
@@ -141,4 +142,46 @@ def output_files(p: Prepared, outcome: Outcome, curves: dict[str, np.ndarray]) -
         "plots/fitted_vs_actual.svg": plots.fitted_vs_actual(
             ds.y[tr], fitted(tr), ds.y[te], fitted(te), ds.target_name
         ),
+        **landscape_files(p, folds),
     }
+
+
+def landscape_path(p: Prepared, folds: list[results.FoldResult]) -> tuple[int, np.ndarray, str]:
+    """Which fit's landscape to draw (its split), its path of θ (original units) and what that
+    is: the only fit, or fold 1 of k; in sequential CV the one model through every fold, over
+    the last fold's training rows (where it ends). Step by step where the run logged its steps
+    (``tracking.log_steps``), else after each epoch."""
+    k = len(folds)
+    if p.sequential:
+        path = np.concatenate([f.trajectory[(j > 0) :] for j, f in enumerate(folds)])
+        return k - 1, path, (
+            f"θ after each epoch of the one model through all {k} folds in turn, drawn over "
+            f"fold {k}'s train rows"
+        )  # fmt: skip
+    path, h, each = folds[0].trajectory, folds[0].fit.steps_history, "epoch"
+    if h is not None:
+        path, each = np.concatenate([path[:1], p.scalers[0].to_original(h.theta)]), "step"
+    where = f"fold 1 of {k}, on its train rows" if k > 1 else "the run's fit, on its train rows"
+    return 0, path, f"θ after each {each}; {where}"
+
+
+def landscape_files(p: Prepared, folds: list[results.FoldResult]) -> dict[str, str]:
+    """``plots/landscape.svg`` and ``landscape.json``: TSSE on a plane through θ* of one fit's
+    training rows (:func:`lrexp.core.landscape.plane`), with its path over it."""
+    ds = p.dataset
+    i, path, what = landscape_path(p, folds)
+    tr = p.parts[i][0]
+    names = ["bias", *(f"θ{j} ({n})" for j, n in enumerate(ds.feature_names, start=1))]
+    f = folds[i]
+    plane = landscape.plane(
+        ds.X[tr], ds.y[tr], p.scalers[i], f.theta_star, names, tsse_star=f.optimum["tsse"]
+    )
+    u = plane.project(path)
+    svg = landscape_svg.landscape(
+        plane,
+        [(f"{p.cfg.optimizer.name}, lr={p.cfg.optimizer.lr:g}", u)],
+        f"TSSE landscape and path: {p.title.removeprefix('lrexp: ')}",
+        notes=landscape_svg.plane_notes(plane, what),
+    )
+    doc = landscape.to_json(plane, u, what=what)
+    return {"plots/landscape.svg": svg, "landscape.json": json.dumps(doc)}

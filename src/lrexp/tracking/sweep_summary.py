@@ -17,7 +17,7 @@ import pandas as pd
 from lrexp.core.objective import objective
 from lrexp.core.verdict import EXCESS_TOL, percent
 from lrexp.report import plots
-from lrexp.tracking import metric_names, reader, writer
+from lrexp.tracking import landscapes, metric_names, reader, writer
 
 log = logging.getLogger("lrexp")
 
@@ -129,7 +129,8 @@ def summarize(uri: str, exp_id: str, parent: str, *, best_model: bool = False) -
     With ``best_model``, the best child also gets its pyfunc model now (the children of such a
     sweep log none: it costs each of them as much as the rest of its logging).
     """
-    board = leaderboard(reader.child_runs(uri, exp_id, parent))
+    children = reader.child_runs(uri, exp_id, parent)
+    board = leaderboard(children)
     finished = board[board["status"] == "FINISHED"]
     failed = board[board["status"] != "FINISHED"]
     healthy = board[board["reason"] == ""]
@@ -166,6 +167,10 @@ def summarize(uri: str, exp_id: str, parent: str, *, best_model: bool = False) -
     }
     if len(seeds):
         texts["seeds.csv"] = seeds.to_csv(index=False)
+    by_id = {c["run_id"]: c for c in children}  # the best paths on one landscape
+    best = [by_id[i] for i in healthy["run_id"]]
+    if (land := landscapes.sweep_landscape(uri, best, list(healthy["test_mse"]))) is not None:
+        texts["plots/landscape.svg"] = land
     writer.log_to(uri, parent, metrics=metrics, params=params, texts=texts)
     return text(board, seeds, parent)
 
