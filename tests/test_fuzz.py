@@ -28,6 +28,7 @@ from conftest import compose_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import lrexp
 from lrexp import config, preflight
 from lrexp.core import tables
 from lrexp.core.table_files import TableError
@@ -48,6 +49,7 @@ PROFILES = ["fast", pytest.param("long", marks=pytest.mark.full)]
 CLI_SECONDS = 120  # one command line's wall-time bound
 CLI_MEMORY = 6 << 30  # its address space (RLIMIT_AS): a run past it fails, which is a failure here
 CLI_RSS = 3 << 30  # its peak resident memory
+SOURCE = str(Path(lrexp.__file__).resolve().parents[1])
 
 
 def fuzz(profile: str, name: str, strategy, check, record_property) -> None:
@@ -225,6 +227,7 @@ def check_cli(over: list[str], folder: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "lrexp.train", f"tracking.uri=sqlite:///{db}", *over],
         cwd=folder,
+        env={**os.environ, "PYTHONPATH": SOURCE},  # this checkout's lrexp, from any folder
         capture_output=True,
         text=True,
         timeout=CLI_SECONDS,
