@@ -5,6 +5,7 @@
     python scripts/bench.py --only sweep          # some sections (repeat --only; see SECTIONS)
     python scripts/bench.py --only load           # reading CSV and Parquet files, end to end
     python scripts/bench.py --only devices        # 1 vs 4 forced host devices (full mode only)
+    python scripts/bench.py --only stream         # a streamed pass: peak RSS as rows grow, speed
 
 Timings are medians of repeats after a warm-up call; compilation is reported on its own line.
 Ratios are lrexp / baseline, both measured in this run. torch and scikit-learn come from the
@@ -18,6 +19,7 @@ import contextlib
 import datetime
 import functools
 import io
+import json
 import logging
 import os
 import pkgutil
@@ -30,7 +32,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 from unittest import mock
 
@@ -61,11 +63,13 @@ class Sizes:
     warm: int = 1  # warm-up calls before subprocess timings
     full: bool = True  # also the rows for scale and the signal's latency (subprocesses)
     load_rows: int = 10**6  # rows of the files read (section 8), 11 float64 columns
+    stream_rows: tuple[int, ...] = (10**6, 10**7)  # rows of the streamed files (section 9)
 
 
 FULL = Sizes()
 QUICK = Sizes(n=10**4, steps=100, row_steps=10, n_mini=10**5, mini_epochs=2, tutorial_epochs=2,
-              grid=2, repeats=2, mid=1, slow=1, warm=0, full=False, load_rows=10**4)  # fmt: skip
+              grid=2, repeats=2, mid=1, slow=1, warm=0, full=False, load_rows=10**4,
+              stream_rows=(10**4, 10**5))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -722,6 +726,113 @@ def devices_side(sz: Sizes, tmp: Path) -> list[Row]:
     return rows
 
 
+# --- 10. data larger than memory: one streamed pass -----------------------------------------
+# A fresh interpreter per measurement: its peak RSS (ru_maxrss) is that pass's alone. It prints
+# the pass's seconds and the peak, in KiB; "lrexp" sums every part, "pyarrow" only reads.
+STREAM_PROBE = """
+import json, re, sys, time
+from pathlib import Path
+import pyarrow.dataset as pads
+from lrexp.core import stream
+def peak_kib():  # VmHWM: the peak of this program (ru_maxrss: of the parent, if higher)
+    return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+kind, path = sys.argv[1], Path(sys.argv[2])
+source = stream.open_source(path, target="y", features=None)
+before = peak_kib()
+t = time.perf_counter()
+if kind == "lrexp":
+    stream.stream_pass(source, seed=0, test_fraction=0.2, folds=None, dropna=False)
+elif kind == "dataset":
+    for batch in pads.dataset(str(path), format="parquet").to_batches(columns=source.columns):
+        pass
+else:  # the pass's own reader, without the sums
+    for Z in stream.batches(source):
+        pass
+seconds = time.perf_counter() - t
+peak = peak_kib()
+print(json.dumps({"s": seconds, "kib": peak, "before": before}))
+"""
+
+
+def write_parquet(path: Path, rows: int, chunk: int = 10**6) -> None:
+    """A Parquet file of ``rows`` × 11 standard-normal float64 columns, written a chunk at a time
+    (the writer never holds the whole table)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    schema = pa.schema([(c, pa.float64()) for c in LOAD_COLUMNS])
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, rows, chunk):
+            v = rng.standard_normal((min(chunk, rows - start), len(LOAD_COLUMNS)))
+            writer.write_table(pa.table(dict(zip(LOAD_COLUMNS, v.T, strict=True)), schema=schema))
+
+
+def stream_probe(kind: str, path: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", STREAM_PROBE, kind, str(path)], env=env,
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return json.loads(out.stdout)
+
+
+def streamed(sz: Sizes, tmp: Path) -> list[Row]:
+    """Peak RSS of a streamed pass as the rows grow, and its speed against pyarrow's readers."""
+    rows, peaks = [], []
+    for n in sz.stream_rows:
+        path = tmp / f"stream-{n}.parquet"
+        write_parquet(path, n)
+        size = f"{n:.0e} rows × 11 ({path.stat().st_size / 1e6:.0f} MB)"
+        runs: dict[str, list[dict]] = {"lrexp": [], "dataset": [], "reader": []}
+        for _ in range(sz.slow):  # taking turns, so that all share the machine's noise
+            for kind, seen in runs.items():
+                seen.append(stream_probe(kind, path))
+        path.unlink()
+        ours, dataset, reader = (Stat.of([r["s"] for r in runs[k]]) for k in runs)
+        what = f"streamed pass, {size}: core.stream.stream_pass"
+        rows.append(compare("10", what, ours, "pyarrow.dataset(...).to_batches()", dataset, 1.3))
+        rows.append(compare("10", "… the same pass", ours, "its reader alone (stream.batches)",
+                            reader, None, "(for scale)"))  # fmt: skip
+        peak = max(r["kib"] for r in runs["lrexp"]) / 1024
+        before = max(r["before"] for r in runs["lrexp"]) / 1024
+        read = max(r["kib"] for r in runs["dataset"]) / 1024
+        peaks.append(peak)
+        rows.append(Row("10", f"… its peak RSS, {size}", ratio=f"{peak:.0f} MiB (imports "
+                        f"{before:.0f} MiB; pyarrow.dataset alone {read:.0f} MiB)"))  # fmt: skip
+    rows.append(host_epoch(sz, tmp))
+    flat = max(peaks) / min(peaks)
+    what = f"peak RSS from {sz.stream_rows[0]:.0e} to {sz.stream_rows[-1]:.0e} rows: max / min"
+    rows.append(Row("10", what, ratio=f"{flat:.2f}×", target="≤ 1.3× (flat)", met=flat <= 1.3))
+    return rows
+
+
+def host_epoch(sz: Sizes, tmp: Path) -> Row:
+    """A mini-batch epoch (batch 1024) gathered per call from a memory-mapped float32 row file
+    on the host, against the same epoch from the rows held on the device."""
+    n, m = sz.stream_rows[0], sz.m
+    X, y = regression_data(n, m)[:2]
+    path = tmp / "rows.npy"
+    rows = np.lib.format.open_memmap(path, "w+", np.float32, (n, m + 1))
+    rows[:, :m], rows[:, m] = X, y
+    rows.flush()
+    spec = fit.LoopSpec("sgd", "constant", batch_size=1024, epochs=1)
+    stats = layouts._stats_jit(X, y)
+    host = layouts.HostRows(np.load(path, mmap_mode="r"), np.zeros(m + 1), np.ones(m + 1), stats)
+    h = hyper("sgd", 1e-4)
+    host_spec = fit.chunked(spec, n, m)
+    host_spec = replace(host_spec, chunk=1, split=max(host_spec.split, -(-n // 2**20)))
+    memory_spec = fit.chunked(spec, n, m)
+    arrays = (X, y, *regression_data(n, m)[2:])
+    (ours, _), (base, _) = race(
+        sz.slow,
+        lambda: fit.fit(host, None, stats, None, spec=host_spec, hyper=h, key=jax.random.key(0)),
+        lambda: fit.fit(*arrays, spec=memory_spec, hyper=h, key=jax.random.key(0)),
+    )
+    path.unlink()
+    what = f"mini-batch epoch, {n:.0e} rows × {m}, batch 1024, from a memory-mapped row file"
+    base_what = "the same epoch, rows on the device"
+    return compare("10", what, ours, base_what, base, None, "(for scale)")
+
+
 # --- the table ---------------------------------------------------------------------------------
 SECTIONS = {
     "full_batch": lambda sz, tmp: full_batch(sz),
@@ -733,6 +844,7 @@ SECTIONS = {
     "sklearn": lambda sz, tmp: sklearn_side(sz),
     "load": load_files,
     "devices": devices_side,
+    "stream": streamed,
 }
 HEADER = ["#", "what", "lrexp median", "min – max", "baseline", "baseline median", "ratio",
           "target", "met"]  # fmt: skip
@@ -804,6 +916,15 @@ NOTES = {
     "256 members (16 lr × 16 momentum) on statistics, the members sharded over the devices. "
     "Forced host devices share this machine's cores: this measures the overhead of spreading, "
     "not a speed-up.",
+    "10": "a Parquet file of standard-normal float64 columns x1..x10, y written a million rows "
+    "at a time (`--stream-large` adds 5e7 rows, 4.4 GB; each file is deleted after its rows); "
+    "lrexp: `core.stream.stream_pass` (float64 sums of [1, x, y] per part of a 20 % held-out "
+    "split, the split rule per row) in a fresh interpreter, taking turns with one reading the "
+    "same columns by `pyarrow.dataset(...).to_batches()` alone (pyarrow's defaults) and one by "
+    "the pass's own reader (`ParquetFile.iter_batches`, no pre-buffering) alone; peak RSS: that "
+    "interpreter's peak (`VmHWM`: imports included, their part shown). The mini-batch epoch: "
+    "`fit.fit` on `layouts.HostRows` (a float32 `.npy` memmap; each call's batches gathered on "
+    "the host, at most 2^20 rows a call) against `fit.fit` on the same rows in memory.",
 }
 
 
@@ -832,10 +953,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test for CI")
     parser.add_argument("--markdown", type=Path, help="also write the table as markdown here")
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run this section")
+    parser.add_argument("--stream-large", action="store_true", help="section 9 with 5e7 rows too")
     args = parser.parse_args(argv)
     lrexp.quiet_libraries()
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     sz, rows = (QUICK if args.quick else FULL), []
+    if args.stream_large:
+        sz = replace(sz, stream_rows=(*sz.stream_rows, 5 * 10**7))
     with tempfile.TemporaryDirectory(prefix="lrexp-bench-") as tmp:
         for name, section in SECTIONS.items():
             if args.only is None or name in args.only:

@@ -28,4 +28,5 @@ def test_bench_quick_mode_runs_every_section_and_writes_its_table(tmp_path):
         for line in text.splitlines()
         if line.startswith("| ") and line.split("|")[1].strip().isdigit()
     }
-    assert sections == {str(k) for k in range(1, 9)}
+    # 9 (many devices) forces host devices in subprocesses: full mode only
+    assert sections == {str(k) for k in range(1, 11)} - {"9"}

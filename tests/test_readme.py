@@ -145,6 +145,7 @@ def environment(workdir: Path) -> dict[str, str]:
         VIRTUAL_ENV=str(workdir / ".venv"),
         PATH=f"{workdir / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}",
         PYTHONUNBUFFERED="1",
+        LREXP_CACHE=str(workdir / ".cache-lrexp"),  # streamed rows' files: not the user's ~/.cache
     )
     return env
 

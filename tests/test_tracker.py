@@ -24,7 +24,7 @@ from lrexp import pipeline
 from lrexp.tracking import client as tracker
 
 SMALL = ["optimizer=adam", "train.epochs=4", "data.n=120"]
-VARYING_TAGS = {"lrexp.heartbeat"}  # stamped with the time
+VARYING_TAGS = {"lrexp.heartbeat", "lrexp.held_by"}  # stamped with the time, the pid
 VARYING_PARAMS = {"tracking.experiment"}  # the two runs go to two experiments
 
 

@@ -193,11 +193,13 @@ def _check_file(data: FileData, base_dir: str | Path) -> None:
     if not data.path:
         raise ConfigError("data.path", data.path, f"must name a {kind} file")
     path = Path(base_dir, data.path)
-    if not path.is_file():  # abspath, not resolve: a symlink loop is no file, not a crash
+    # abspath, not resolve: a symlink loop is no file, not a crash
+    if not (path.is_file() or _parquet_dir(path)):
         raise ConfigError(
             "data.path", data.path, f"must be an existing {kind} file (looked for {abspath(path)})"
         )
-    if (size := path.stat().st_size) > limits.SHARE * (memory := limits.machine_memory()):
+    size = path.stat().st_size if fmt in ("csv", "tsv") else 0  # Parquet can be read streamed
+    if size > limits.SHARE * (memory := limits.machine_memory()):
         allowed = f"is {limits.gigabytes(size)}, this machine has {limits.gigabytes(memory)}"
         raise ConfigError("data.path", data.path, allowed)
     if data.features and data.target in data.features:
@@ -206,6 +208,11 @@ def _check_file(data: FileData, base_dir: str | Path) -> None:
             data.features,
             f"must not contain the target column {data.target!r}",
         )
+
+
+def _parquet_dir(path: Path) -> bool:
+    """Whether ``path`` is a directory holding Parquet files (read streamed: lrexp.core.stream)."""
+    return path.is_dir() and any(next(path.rglob(f"*{ext}"), None) for ext in (".parquet", ".pq"))
 
 
 def _check_train(train: TrainConfig, optimizer: str) -> None:

@@ -49,6 +49,9 @@ class FileData:
     dropna: bool = False  # drop the rows with a missing cell, rather than refuse the file
     standardize: bool = MISSING  # the features
     standardize_target: bool = True  # train on (y − ȳ)/σ_y; θ and metrics stay in y's units
+    # Parquet larger than memory: "auto" streams it above a size threshold, "true" always
+    # ("false" never); a string, so that true/false/auto all compose (Hydra reads true as a bool)
+    stream: str = "auto"
 
 
 CsvData = FileData  # its name before data=file

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from lrexp.core import model, optim
-from lrexp.core.layouts import BatchBlocks, BatchRows, BlockMoments
+from lrexp.core.layouts import BatchBlocks, BatchRows, BlockMoments, ChunkRows
 from lrexp.core.spec import Hyper, LoopSpec
 from lrexp.core.step import Loop, State, StepRows, no_steps, train_slot
 
@@ -46,7 +46,7 @@ def _transform(spec: LoopSpec, hyper: Hyper, n_train: int):
 def _evaluate(theta, train, test: model.Rows | model.Stats, *, with_grad: bool = False):
     """Full train TSSE and gradient norm, train and test MSE at θ̃, in θ̃'s dtype (and, with
     ``with_grad``, the train gradient, for the next full-batch step to reuse)."""
-    if isinstance(train, BatchRows | BatchBlocks | BlockMoments):
+    if isinstance(train, BatchRows | BatchBlocks | BlockMoments | ChunkRows):
         train = train.stats
     loss, grad = jax.value_and_grad(model.loss)(theta, train)
     test_mse = model.loss(theta, test) / model.n_rows(test)
@@ -60,6 +60,8 @@ def _n_static(train, spec: LoopSpec) -> int:
     blocks to whole blocks adds no step while the block divides the batch size."""
     if isinstance(train, BatchRows):
         return train.Z.shape[0]
+    if isinstance(train, ChunkRows):  # rows on the host: their number as a shape
+        return train.rows.shape[0]
     if isinstance(train, BatchBlocks | BlockMoments):  # blocks of spec.block rows, a zero block
         return (train[0].shape[0] - 1) * spec.block
     return train.X.shape[0] if isinstance(train, model.Rows) else 1

@@ -248,3 +248,35 @@ def min_train_rows(n: int, test_fraction: float, folds: int | None) -> int:
     if folds is None:
         return n - holdout_size(n, test_fraction)
     return n - math.ceil(n / folds)
+
+
+def stream_file(path: str | Path, *, target: str, features: list[str] | None, **split):
+    """Open a Parquet file or directory for a streamed pass (:mod:`lrexp.core.stream`); with
+    ``split`` (seed, test_fraction, folds, dropna, on_batch) also run the pass.
+    Returns (source, pass or None); a bad file is a :class:`DataError`."""
+    from lrexp.core import stream, tables  # pyarrow: imported only when a file is read
+
+    try:
+        source = stream.open_source(Path(path), target=target, features=features)
+        return source, stream.stream_pass(source, **split) if split else None
+    except tables.TableError as e:
+        raise DataError(e.key, e.value, e.allowed) from None
+
+
+def standardizer_from(
+    mean: np.ndarray, std: np.ndarray, names: tuple[str, ...], *, features: bool, target: bool,
+    key: str, value: object,
+) -> Standardizer:  # fmt: skip
+    """A :class:`Standardizer` from the columns' moments [x, y] (a streamed pass's), refusing a
+    constant column or target as :meth:`Standardizer.fit` and :meth:`~Standardizer.with_target`."""
+    m = len(names)
+    if features and (constant := [n for n, s in zip(names, std[:m], strict=True) if not s > 0]):
+        raise DataError(
+            "data.features", list(names), f"column(s) {constant} are constant in the training "
+            "rows and cannot be standardized: drop them",
+        )  # fmt: skip
+    if target and not std[m] > 0:
+        raise DataError(key, value, f"the target is constant in the training rows (all "
+                        f"{mean[m]:g} in float64, σ = 0): there is nothing to fit")  # fmt: skip
+    st = Standardizer(mean[:m], std[:m]) if features else Standardizer(np.zeros(m), np.ones(m))
+    return st._replace(y_mean=np.float64(mean[m]), y_scale=np.float64(std[m])) if target else st

@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrexp.core import devices
+from lrexp.core import devices, model
 from lrexp.core.chunk import History, _begin, _begin_jit, _evaluate, run_chunk
 from lrexp.core.cost import CHUNK_S, FLOAT_S, FULL_FLOAT_S, ROW_S, STEP_S, chunked
-from lrexp.core.layouts import training_data
+from lrexp.core.layouts import HostRows, chunk_rows, training_data
 from lrexp.core.spec import Hyper, LoopSpec, make_hyper
 from lrexp.core.step import State, StepRows
 
@@ -111,6 +111,14 @@ def _steps_history(steps: list[StepRows], pick) -> StepRows:
     return StepRows(*(v[flat.valid] for v in flat))
 
 
+def _n_params(X) -> int:
+    """M + 1 for rows X (…, n, M), or for statistics (:class:`model.Stats`, a streamed pass's:
+    ``fit`` and ``fit_batch`` take them in place of X, with y None, where ``spec.stats``)."""
+    if isinstance(X, HostRows):  # rows [x, y]
+        return X.Z.shape[-1]
+    return np.shape(X.gram)[-1] if isinstance(X, model.Stats) else np.shape(X)[-1] + 1
+
+
 def fit(
     X: np.ndarray,
     y: np.ndarray,
@@ -134,10 +142,12 @@ def fit(
     train, test = training_data(
         X, y, X_test, y_test, spec=spec, dtype=dtype, key=key, shard=True
     )  # many devices: rows spread over them (full batches from rows, a statistics pass)
-    shape = (np.shape(X)[-1] + 1,)
+    shape = (_n_params(X),)
     theta = jnp.zeros(shape, dtype) if theta0 is None else jnp.asarray(theta0, dtype)
     if theta.shape != shape:
         raise ValueError(f"theta0 has shape {theta.shape}; this data needs {shape}")
+    data_at = _host_batches(train, spec, key, dtype)  # (epoch, batch) -> what a call trains on
+    train = data_at(0, 0)
     state, row0 = _begin_jit(theta, train, test, hyper, spec=spec)
     rows = [(row0, np.ones(1, bool))]
     steps: list[StepRows] = []  # with spec.log_steps: each chunk's step rows
@@ -151,7 +161,11 @@ def fit(
             if chunk_steps is not None:
                 steps.append(chunk_steps)
             # one host sync per chunk
-            epoch, done, completed = jax.device_get((state.epoch, state.done, completed))
+            epoch, done, completed, batch = jax.device_get(
+                (state.epoch, state.done, completed, state.batch)
+            )
+            if not done:
+                train = data_at(int(epoch), int(batch))
             if on_chunk is not None:
                 if completed.any():
                     latest = History(*(np.asarray(v)[completed] for v in chunk))
@@ -162,6 +176,18 @@ def fit(
         e.partial_fit = _result(state, rows, steps=steps)
         raise
     return _result(state, rows, steps=steps)
+
+
+def _host_batches(train, spec: LoopSpec, key: jax.Array, dtype) -> Callable[[int, int], Any]:
+    """What each compiled call trains on: ``train``, or, for rows on the host
+    (:class:`~lrexp.core.layouts.HostRows`), the batches of the call starting at (epoch, batch),
+    gathered there. A call then runs within one epoch (``spec.chunk == 1``)."""
+    if not isinstance(train, HostRows):
+        return lambda epoch, batch: train
+    if spec.chunk != 1:
+        raise ValueError(f"rows on the host need one epoch a call at most: chunk={spec.chunk}")
+    count = -(-spec.steps_per_epoch(train.Z.shape[0]) // spec.split)
+    return lambda epoch, batch: chunk_rows(train, key, epoch, batch, count, spec, dtype)
 
 
 @lru_cache(maxsize=64)
@@ -194,7 +220,8 @@ def fit_batch(
     leading member axis. Each member stops on its own; the loop runs until all have stopped.
     ``on_chunk`` is called after each chunk with the rows of the slots in which some member
     completed an epoch (none, inside a long epoch). ``theta0`` (members, M+1): each member's
-    starting θ̃ (zeros when None).
+    starting θ̃ (zeros when None). Interrupted, the exception carries ``partial_fits``: each
+    member's fit up to its last finished chunk.
     """
     hyper = jax.tree.map(lambda *v: jnp.stack(v), *hypers)
     key = jnp.stack(keys)
@@ -212,7 +239,7 @@ def fit_batch(
     if many:  # shared data: a copy on every device
         train, test = devices.spread((train, test), members=not shared_data)
     begin, chunk_fn = _batched(spec, None if shared_data else 0)
-    shape = (len(hypers), np.shape(X)[-1] + 1)
+    shape = (len(hypers), _n_params(X))
     theta = jnp.zeros(shape, dtype) if theta0 is None else jnp.asarray(theta0, dtype)
     if theta.shape != shape:
         raise ValueError(f"theta0 has shape {theta.shape}; these members need {shape}")
@@ -221,16 +248,20 @@ def fit_batch(
     state, row0 = begin(theta, train, test, hyper)
     rows = [(row0, np.ones((len(hypers), 1), bool))]
     steps: list[StepRows] = []
-    for _ in range(spec.calls()):
-        state, chunk, completed, chunk_steps = chunk_fn(state, train, test, hyper, key)
-        rows.append((chunk, completed))
-        if chunk_steps is not None:
-            steps.append(chunk_steps)
-        epoch, done, completed = jax.device_get((state.epoch, state.done, completed))
-        if on_chunk is not None:  # the slots in which some member completed an epoch
-            slots = completed.any(axis=0)
-            rows_now = History(*(np.asarray(v)[: len(hypers), slots] for v in chunk))
-            on_chunk(int(epoch.max()), rows_now)
-        if done.all():
-            break
+    try:
+        for _ in range(spec.calls()):
+            state, chunk, completed, chunk_steps = chunk_fn(state, train, test, hyper, key)
+            rows.append((chunk, completed))
+            if chunk_steps is not None:
+                steps.append(chunk_steps)
+            epoch, done, completed = jax.device_get((state.epoch, state.done, completed))
+            if on_chunk is not None:  # the slots in which some member completed an epoch
+                slots = completed.any(axis=0)
+                rows_now = History(*(np.asarray(v)[: len(hypers), slots] for v in chunk))
+                on_chunk(int(epoch.max()), rows_now)
+            if done.all():
+                break
+    except BaseException as e:  # Ctrl-C, SIGTERM: each member's epochs trained so far
+        e.partial_fits = [_result(state, rows, member=b, steps=steps) for b in range(len(hypers))]
+        raise
     return [_result(state, rows, member=b, steps=steps) for b in range(len(hypers))]

@@ -3,6 +3,7 @@ rows for mini-batches, or blocks of rows for block-shuffled mini-batches."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -50,6 +51,46 @@ class BlockMoments(NamedTuple):
     stats: model.Stats  # float64: train TSSE and gradient in O(M²) instead of passes over S
 
 
+class HostRows(NamedTuple):
+    """Training rows on the host (a memory-mapped file: data larger than memory), for
+    mini-batches gathered per compiled call (:func:`chunk_rows`) into :class:`ChunkRows`.
+
+    The loop takes row i as (Z[i] − center) / scale: standardized as it is gathered."""
+
+    Z: Any  # (n, M+1) [x, y] rows, a NumPy array or memmap
+    center: Any  # (M+1,)
+    scale: Any  # (M+1,)
+    stats: model.Stats  # float64, of the standardized rows: evaluation in O(M²)
+
+
+class ChunkRows(NamedTuple):
+    """The batches one compiled call takes from :class:`HostRows`: Z[j] is batch ``first + j`` of
+    the epoch (its rows in the epoch's shuffled order, padding rows at weight 0)."""
+
+    Z: jax.Array  # (batches, batch_size, M+1) in the training dtype
+    first: jax.Array  # the epoch's batch index of Z[0]
+    rows: jax.Array  # (n, 0): the epoch's rows, as a static shape (no data)
+    stats: model.Stats
+
+
+@partial(jax.jit, static_argnames=("n", "batch_size", "count"))
+def _chunk_indices(key, epoch, first, *, n: int, batch_size: int, count: int):
+    order = shuffle.shuffle_key(jax.random.fold_in(key, epoch))
+    batch = first + jnp.arange(count, dtype=jnp.int32)
+    return jax.vmap(lambda b: shuffle.batch_rows(order, n, batch_size, b)[0])(batch)
+
+
+def chunk_rows(host: HostRows, key, epoch: int, first: int, count: int, spec: LoopSpec, dtype):
+    """Gather batches ``first .. first + count − 1`` of ``epoch`` from ``host``, in the order
+    the loop's steps would take them from rows held on the device (the same keyed bijection)."""
+    n = host.Z.shape[0]
+    idx = np.asarray(_chunk_indices(key, epoch, first, n=n, batch_size=spec.batch_size,
+                                    count=count))  # fmt: skip
+    rows = (np.asarray(host.Z[idx.ravel()], np.float64) - host.center) / host.scale
+    Z = jnp.asarray(rows.reshape(count, spec.batch_size, -1), dtype)
+    return ChunkRows(Z, jnp.asarray(first, jnp.int32), jnp.zeros((n, 0), jnp.int8), host.stats)
+
+
 def moments_pay(n_features: int, block: int) -> bool:
     """Whether a block's (M+1)(M+2) moments are at most half its (M+2)·block values."""
     return 2 * (n_features + 1) <= block
@@ -69,12 +110,16 @@ def training_data(
 
     On many devices (:func:`devices.shards_rows`) the statistics pass spreads the rows over
     them, and with ``shard`` full batches from rows are :class:`model.Shards` of columns."""
+    if isinstance(X, HostRows):  # gathered per compiled call (chunk_rows); the test: statistics
+        return X, X_test
     many = not stacked and y is not None and devices.shards_rows(np.shape(y)[0])
     if spec.stats and many:
         return devices.sharded_sum(_stats, (X, y)), devices.sharded_sum(_stats, (X_test, y_test))
     if spec.batch_size is None and not spec.stats and many and shard:
         return devices.shard_columns(X, y, dtype), devices.shard_columns(X_test, y_test, dtype)
     if spec.stats:
+        if isinstance(X, model.Stats):  # statistics already: a streamed pass's (y's are None)
+            return X, X_test
         stats = jax.vmap(_stats) if stacked else _stats_jit
         return stats(X, y), stats(X_test, y_test)
     if spec.batch_size is not None and spec.block > 1:

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from lrexp.core import model, optim, shuffle
-from lrexp.core.layouts import BatchBlocks, BatchRows, BlockMoments
+from lrexp.core.layouts import BatchBlocks, BatchRows, BlockMoments, ChunkRows
 from lrexp.core.spec import LoopSpec
 
 
@@ -113,18 +113,25 @@ def batch_gradient(theta: jax.Array, order: jax.Array, b: jax.Array, loop: Loop)
             return reduced(spec, model.tsse_grad_moments(theta, S), S[0, 0])
         Zb = blocks[ids]  # row 0 of a block: 1 for a real row, 0 for padding
         return reduced(spec, jax.grad(model.tsse_blocks)(theta, Zb), jnp.sum(Zb[:, 0]))
-    idx, mask = shuffle.batch_rows(order, loop.n, spec.batch_size, b)
-    rows = train.Z[idx]
+    rows, mask = _batch(order, b, loop)
     X, y, w = rows[:, :-1], rows[:, -1], mask.astype(rows.dtype)
     return reduced(spec, jax.grad(model.tsse)(theta, X, y, w), jnp.sum(w))
 
 
+def _batch(order: jax.Array, b: jax.Array, loop: Loop) -> tuple[jax.Array, jax.Array]:
+    """Mini-batch ``b``'s rows and 0/1 mask: gathered from the rows, or, for rows on the host,
+    taken from the batches gathered there for this call (:class:`ChunkRows`)."""
+    idx, mask = shuffle.batch_rows(order, loop.n, loop.spec.batch_size, b)
+    if isinstance(loop.train, ChunkRows):
+        return jax.lax.dynamic_index_in_dim(loop.train.Z, b - loop.train.first, 0, False), mask
+    return loop.train.Z[idx], mask
+
+
 def batch_mse(theta: jax.Array, order: jax.Array, b: jax.Array, loop: Loop) -> jax.Array:
     """The MSE at θ̃ of mini-batch ``b`` (its real rows only), for the per-step log."""
-    if not isinstance(loop.train, BatchRows):  # blocks' moments lack yᵀy: no batch TSSE
+    if not isinstance(loop.train, BatchRows | ChunkRows):  # blocks' moments lack yᵀy
         raise ValueError("per-step rows need the rows layout (LoopSpec.block == 1)")
-    idx, mask = shuffle.batch_rows(order, loop.n, loop.spec.batch_size, b)
-    rows = loop.train.Z[idx]
+    rows, mask = _batch(order, b, loop)
     w = mask.astype(rows.dtype)
     return model.tsse(theta, rows[:, :-1], rows[:, -1], w) / jnp.sum(w)
 

@@ -214,3 +214,10 @@ def _names(names: Sequence[str], limit: int = 20) -> str:
     """List column names, at most ``limit`` of them, each cut to 40 characters."""
     shown = ", ".join(repr(_cap(n)) for n in names[:limit])
     return f"[{shown}, ... ({len(names) - limit} more)]" if len(names) > limit else f"[{shown}]"
+
+
+def stream_columns(
+    path: Path, schema: pa.Schema, target: str, features: list[str] | None
+) -> list[str]:
+    """Return the columns a streamed pass reads (:mod:`lrexp.core.stream`), the target last."""
+    return _used(path, schema, target, features)

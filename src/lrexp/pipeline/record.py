@@ -128,13 +128,13 @@ def inputs(p: Prepared, overrides: list[str]) -> tuple[dict[str, Any], dict[str,
     """The run's params (its resolved config, flattened, and the shape of the run) and its config
     files (the resolved config and the command line's overrides, as YAML)."""
     ds, spec = p.dataset, p.spec
-    n_train, n_test = len(p.parts[0][0]), len(p.parts[0][1])
+    n_train, n_test = p.sizes(0)
     params = {
         **render.params(p.cfg),
         "run.batch_size": spec.batch_size,
         "run.epochs": spec.epochs,
         "run.steps_per_epoch": spec.steps_per_epoch(n_train),
-        "run.n_rows": len(ds.y),
+        "run.n_rows": p.n_rows,
         "run.n_features": ds.X.shape[1],
         "run.n_train": n_train,
         "run.n_test": n_test,

@@ -27,7 +27,8 @@ from lrexp.config import ConfigError
 from lrexp.core import fit
 from lrexp.core.data import DataError
 from lrexp.pipeline import Diverged, Prepared, console, runner
-from lrexp.tracking import client
+from lrexp.sweeps import stopping
+from lrexp.tracking import client, signals
 
 log = logging.getLogger("lrexp")
 STACK_BYTES = 2**30  # most memory that per-member copies of the data may take in one batch
@@ -68,7 +69,10 @@ def batches(prepared: list[tuple[Job, Prepared]], max_batch: int) -> list[list]:
 
 
 def train_batch(members: list[tuple[Job, Prepared]]) -> list[list[fit.FitResult]]:
-    """Train the members on every split as one vectorized program; return each one's fits."""
+    """Train the members on every split as one vectorized program; return each one's fits.
+
+    Interrupted (Ctrl-C, SIGTERM), the exception carries ``member_fits``: each member's splits
+    trained so far, the one in progress up to its last finished chunk."""
     ps = [p for _, p in members]
     shared = len({data_identity(p) for p in ps}) == 1
     spec, dtype = ps[0].spec, jnp.dtype(ps[0].cfg.train.dtype)
@@ -84,16 +88,23 @@ def train_batch(members: list[tuple[Job, Prepared]]) -> list[list[fit.FitResult]
         starts = [runner.start_theta(p, i, f) for p, f in zip(ps, fits, strict=True)]
         m = ps[0].dataset.X.shape[1]
         theta0 = [np.zeros(m + 1) if t is None else t for t in starts]  # sequential CV: carried
-        results = fit.fit_batch(
-            *stacked,
-            spec=spec,
-            hypers=[p.hyper_of(i) for p in ps],
-            keys=keys,
-            dtype=dtype,
-            shared_data=shared,
-            on_chunk=progress,
-            theta0=np.stack(theta0),
-        )
+        try:
+            results = fit.fit_batch(
+                *stacked,
+                spec=spec,
+                hypers=[p.hyper_of(i) for p in ps],
+                keys=keys,
+                dtype=dtype,
+                shared_data=shared,
+                on_chunk=progress,
+                theta0=np.stack(theta0),
+            )
+        except BaseException as e:  # Ctrl-C, SIGTERM: each member's splits trained so far
+            in_flight = getattr(e, "partial_fits", [None] * len(ps))
+            e.member_fits = [
+                f + ([r] if r is not None else []) for f, r in zip(fits, in_flight, strict=True)
+            ]
+            raise
         for member, result in zip(fits, results, strict=True):
             member.append(result)
     return fits
@@ -130,22 +141,47 @@ def run_jobs(jobs: list[Job], base_dir: str | Path, max_batch: int = 256) -> dic
     groups = batches(prepared, max_batch)
     programs = f"{len(groups)} vectorized programs" if len(groups) > 1 else "one vectorized program"
     log.info("training %d jobs as %s", len(prepared), programs)
+    stored, total = stopping.count_jobs(jobs, objectives)  # the jobs with a child run, and all
     for members in groups:
-        objectives.update(_log_jobs(members, train_batch(members), base_dir))
+        try:
+            fits = train_batch(members)
+        except signals.STOPS as e:
+            signals.seen(e)  # honoured here: each member's partial curve is stored, KILLED
+            _log_jobs(members, e.member_fits, base_dir, stopped=e, stored=stored)
+            stopping.end_parent(e, "training", "never started", total, stored)
+            raise
+        try:
+            objectives.update(_log_jobs(members, fits, base_dir, stored=stored))
+        except signals.STOPS as e:
+            stopping.end_parent(e, "logging the children", "never logged", total, stored)
+            raise
     return objectives
 
 
-def _log_jobs(members: list[tuple[Job, Prepared]], fits: list, base_dir) -> dict[int, float]:
+def _log_jobs(
+    members: list[tuple[Job, Prepared]],
+    fits: list,
+    base_dir,
+    *,
+    stopped: BaseException | None = None,
+    stored: set[int] | None = None,
+) -> dict[int, float]:
     """Log each trained job as its own run; return each one's objective.
 
     The CLI's tracking processes (:func:`lrexp.tracking.client.writers`) log the runs side by
     side, one thread each, while this process builds the next run's records; else they are
-    logged here.
+    logged here. With ``stopped`` (the stop request that interrupted their training), each run
+    keeps its curves so far and ends KILLED with the reason. Each job whose run is opened is
+    added to ``stored``.
     """
     items = [(job, p, f) for (job, p), f in zip(members, fits, strict=True)]
+    stored = set() if stored is None else stored
     writers = client.writers()
     if len(writers) < 2:
-        return {job.num: _report(job, _log_job(job, p, f, base_dir)) for job, p, f in items}
+        return {
+            job.num: _report(job, _log_job(job, p, f, base_dir, stopped, stored))
+            for job, p, f in items
+        }
     free: queue.SimpleQueue[client.Tracker] = queue.SimpleQueue()
     for w in writers:
         free.put(w)
@@ -154,7 +190,7 @@ def _log_jobs(members: list[tuple[Job, Prepared]], fits: list, base_dir) -> dict
         w = free.get()
         try:
             with client.bind(w):
-                return _log_job(job, p, f, base_dir)
+                return _log_job(job, p, f, base_dir, stopped, stored)
         finally:
             free.put(w)
 
@@ -163,10 +199,14 @@ def _log_jobs(members: list[tuple[Job, Prepared]], fits: list, base_dir) -> dict
         try:
             done = zip(items, futures, strict=True)
             return {job.num: _report(job, fut.result()) for (job, _, _), fut in done}
-        except BaseException:  # Ctrl-C, SIGTERM: the runs being logged end, the rest never start
+        except BaseException as e:  # Ctrl-C, SIGTERM: the runs being logged end KILLED, the
+            signals.stop_threads(e)  # rest never start
             for fut in futures:
                 fut.cancel()
+            pool.shutdown(wait=True)
             raise
+        finally:
+            signals.stop_threads(None)
 
 
 def _report(job: Job, logged: tuple[float, bool]) -> float:
@@ -187,14 +227,25 @@ def _sweep_context(job: Job, base_dir: str | Path):
     return sweep.job_context(job.num, resolve_uri(t.uri, base_dir), t.experiment)
 
 
-def _log_job(job: Job, p: Prepared, fits: list[fit.FitResult], base_dir) -> tuple[float, bool]:
-    """Record one trained job as its own run; return its objective (NaN if logging failed,
-    inf if it diverged) and whether it succeeded."""
+def _log_job(
+    job: Job,
+    p: Prepared,
+    fits: list[fit.FitResult],
+    base_dir,
+    stopped: BaseException | None = None,
+    stored: set[int] | None = None,
+) -> tuple[float, bool]:
+    """Record one trained job as its own run; return its objective (NaN if logging failed or
+    ``stopped`` its training, inf if it diverged) and whether it succeeded."""
     from lrexp.pipeline import record
 
     context = _sweep_context(job, base_dir)
+    if stopped is not None:
+        return stopping.log_stopped(job, p, fits, context, stopped, stored)
     try:
         with runner.tracked(p, job.overrides, context) as run_id:
+            if stored is not None:
+                stored.add(job.num)
             if run_id is not None:
                 record.log_dataset(p)
             outcome = pipeline.conclude(p, fits, run_id)

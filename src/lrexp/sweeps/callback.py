@@ -15,9 +15,7 @@ import functools
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +23,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from lrexp.pipeline.job import SweepJob, describe
-from lrexp.tracking import client, signals, store
+from lrexp.sweeps import workers
+from lrexp.tracking import client, heartbeat, hooks, signals, store
 
 log = logging.getLogger("lrexp")
 
@@ -34,10 +33,12 @@ ENV_EXPERIMENT = "LREXP_SWEEP_EXPERIMENT"
 ENV_EXPERIMENT_ID = "LREXP_SWEEP_EXPERIMENT_ID"
 ENV_PARENT = "LREXP_SWEEP_PARENT_RUN_ID"
 ENV_ARGS = "LREXP_SWEEP_ARGS"  # the sweep's command-line overrides, as JSON
-ENV_KEYS = (ENV_URI, ENV_EXPERIMENT, ENV_EXPERIMENT_ID, ENV_PARENT, ENV_ARGS)
+ENV_LAUNCHER = workers.ENV_LAUNCHER  # the launching process (heartbeat.owner): workers watch it
+ENV_KEYS = (ENV_URI, ENV_EXPERIMENT, ENV_EXPERIMENT_ID, ENV_PARENT, ENV_ARGS, ENV_LAUNCHER)
 
 
 _opening: Callable[[], None] | None = None  # the parent run, while a tracking process makes it
+_ended: set[str] = set()  # parent runs ended early (a stopped launcher: see end_parent)
 
 
 def settle() -> None:
@@ -59,6 +60,20 @@ def job_context(job_num: int, uri: str, experiment: str) -> SweepJob | None:
     # the job overrides found among the sweep's plain arguments are the ones all jobs share.
     fixed = tuple(json.loads(os.environ.get(ENV_ARGS, "[]")))
     return SweepJob(os.environ[ENV_PARENT], os.environ[ENV_EXPERIMENT_ID], job_num, fixed)
+
+
+def end_parent(status: str, reason: str) -> None:
+    """End the sweep's parent run now, as ``status`` with ``reason`` (a launcher stopped by a
+    signal says why, and how many jobs never started); its heartbeat stops."""
+    settle()
+    uri, parent = os.environ.get(ENV_URI), os.environ.get(ENV_PARENT)
+    if not uri or not parent or parent in _ended:
+        return
+    _ended.add(parent)
+    tracking = client.calls()
+    tracking.stop_heartbeat(parent)
+    tracking.set_tags(uri, parent, {"lrexp.failure_reason": reason})
+    tracking.end_run(uri, parent, status)
 
 
 def ui_hint(uri: str, exp_id: str | None) -> str:
@@ -122,6 +137,7 @@ class SweepCallback(Callback):
                 "lrexp.sweep": "true",
                 "lrexp.sweep_dir": str(hc.sweep.dir),
                 "lrexp.overrides": " ".join(hc.overrides.task),
+                heartbeat.OWNER_TAG: heartbeat.owner(),  # a dead launcher's parent is reaped
             }
         )
         args = (self.uri, config.tracking.experiment, name, tags)
@@ -130,6 +146,7 @@ class SweepCallback(Callback):
                 ENV_URI: self.uri,
                 ENV_EXPERIMENT: config.tracking.experiment,
                 ENV_ARGS: json.dumps(list(hc.overrides.task)),
+                ENV_LAUNCHER: tags[heartbeat.OWNER_TAG],
             }
         )
         global _opening
@@ -139,9 +156,8 @@ class SweepCallback(Callback):
             self._opened(lambda: tracking.open_sweep(*args))
         atexit.register(self._abandon)
         # SIGTERM's default action skips atexit: make it raise, so the parent is ended KILLED
-        # even when the signal lands between jobs or in a batched launcher.
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, signals.raise_terminated)
+        # even when the signal lands between jobs or in a batched launcher; workers get it first.
+        workers.install()
 
     def _opened(self, result: Callable[[], tuple[str, str]]) -> None:
         """Take the ids of the sweep's experiment and parent run, and hand them to the jobs."""
@@ -150,12 +166,17 @@ class SweepCallback(Callback):
         experiment = os.environ[ENV_EXPERIMENT]
         print(f"lrexp sweep: parent run {self.parent} in experiment {experiment!r}", flush=True)
 
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if os.environ.get(ENV_PARENT):
+            workers.watch_launcher()  # a worker process (joblib's) ends with its launcher
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         settle()
-        if self.parent is None:
+        if self.parent is None or self.parent in _ended:
             return
         tracking = client.calls()
         try:
+            hooks.pause_at("sweep-end")  # a test hook (lrexp.tracking.hooks); nothing when unset
             t = config.tracking
             best_model = t.log_model and t.get("sweep_model", "best") == "best"
             # in the tracking process where there is one: it reads and writes the store at length
@@ -166,6 +187,10 @@ class SweepCallback(Callback):
             print(ui_hint(self.uri, self.exp_id), flush=True)
             tracking.stop_heartbeat(self.parent)
             tracking.end_run(self.uri, self.parent, "FINISHED")
+        except signals.STOPS as e:  # every job has its run: the summary is what is missing
+            signals.seen(e)
+            end_parent("KILLED", f"{signals.reason(e)} while summarizing the sweep")
+            raise
         finally:
             self._clear()
 
@@ -173,15 +198,17 @@ class SweepCallback(Callback):
         """At exit: a sweep that never reached its end (an exception, Ctrl-C) is not left open."""
         with contextlib.suppress(Exception):  # its tracking process has ended by now
             settle()
-        if self.parent is None:
+        if self.parent is None or self.parent in _ended:
             return
+        stop = signals.take_pending()  # Ctrl-C, SIGTERM: the reason, honoured here
+        why = f"{signals.reason(stop)}: " if stop is not None else ""
         tracking = client.calls()  # the tracking processes have ended by now: this one's
         tracking.stop_heartbeat(self.parent)
         if tracking.run_status(self.uri, self.parent) == "RUNNING":
             tracking.set_tags(
                 self.uri,
                 self.parent,
-                {"lrexp.failure_reason": "the sweep stopped before all jobs ended"},
+                {"lrexp.failure_reason": f"{why}the sweep stopped before all jobs ended"},
             )
             tracking.end_run(self.uri, self.parent, "KILLED")
         self._clear()

@@ -17,6 +17,8 @@ curves     the curves sent (training finished)                          training
 artifacts  history.csv, theta.json and the plots sent                   training
 model      the model being logged                                       tracking
 end        everything sent, before the run is ended                     training
+sweep-end  a sweep's summary, before its parent run is ended (not in     launcher
+           PHASES: the single-run matrix never reaches it)
 ========== ============================================================ ==================
 """
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -25,8 +26,12 @@ from mlflow.tracking import MlflowClient
 from lrexp.tracking import hooks, signals, store, store_file
 from lrexp.tracking.heartbeat import (  # noqa: F401  (re-exported: its users import them from here)
     HEARTBEAT_S,
+    HOLDER_TAG,
+    OPEN_RUNS,
     Heartbeat,
     _beating,
+    owner,
+    reap_orphaned_sweeps,
     start_heartbeat,
     stop_heartbeat,
 )
@@ -81,6 +86,7 @@ def retried(call: Callable[[], Any]) -> Any:
     SQLite already waits 20 s for a lock; each retry waits that long again. Writes are retried
     one call at a time (a batch of metrics, a tag), so a retry never logs anything twice.
     """
+    signals.raise_pending()  # a stop request dropped where it arrived (a callback) acts here
     for attempt in range(STORE_RETRIES + 1):
         try:
             return call()
@@ -112,7 +118,7 @@ def open_run(
         mlflow.end_run("KILLED")
     if exp_id is None:
         exp_id = experiment_id(uri, experiment)
-    tags = {**tags, "lrexp.heartbeat": f"{time.time():.3f}"}
+    tags = {**tags, "lrexp.heartbeat": f"{time.time():.3f}", HOLDER_TAG: owner()}
     return retried(
         lambda: mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=tags)
     ).info.run_id
@@ -173,16 +179,21 @@ def run(
     artifact); Ctrl-C and SIGTERM end the run KILLED; ``sys.exit(0)`` is no failure. ``exp_id``,
     where given, is used as it is (a sweep creates its experiment once, before any job starts).
     """
-    run_id = open_run(uri, experiment, run_name, tags, exp_id=exp_id)
+    opening = object()  # this process has a run open from before it is made to after it ends
+    OPEN_RUNS.add(opening)
     try:
-        with Heartbeat(uri, run_id):
-            yield run_id
-            signals.raise_pending()  # a stop request whose exception was dropped on the way
-    except BaseException as e:
-        signals.seen(e)
-        close_run(*signals.ending(e, traceback.format_exc()), uri=uri, run_id=run_id)
-        raise
-    close_run("FINISHED", uri=uri, run_id=run_id)
+        run_id = open_run(uri, experiment, run_name, tags, exp_id=exp_id)
+        try:
+            with Heartbeat(uri, run_id):
+                yield run_id
+                signals.raise_pending()  # a stop request whose exception was dropped on the way
+        except BaseException as e:
+            signals.seen(e)
+            close_run(*signals.ending(e, traceback.format_exc()), uri=uri, run_id=run_id)
+            raise
+        close_run("FINISHED", uri=uri, run_id=run_id)
+    finally:
+        OPEN_RUNS.discard(opening)
 
 
 def init_store(uri: str) -> None:
@@ -199,6 +210,8 @@ def _locked_store_builder(build: Callable[..., Any]) -> Callable[..., Any]:
     def locked(store_uri: str, artifact_uri: str | None = None) -> Any:
         with store_file.creating(store_uri):
             built = retried(lambda: build(store_uri=store_uri, artifact_uri=artifact_uri))
+        with contextlib.suppress(sqlite3.Error):  # housekeeping only: never in the way
+            reap_orphaned_sweeps(store_uri)  # a killed sweep's launcher left its parent
         if BUSY_S is not None:  # a test's short wait for a locked store (MLflow sets 20 s)
             from sqlalchemy import event
 

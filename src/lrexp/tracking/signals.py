@@ -21,17 +21,37 @@ class Terminated(BaseException):
     """SIGTERM arrived: stop now, record the run as KILLED, keep what it logged."""
 
 
+class Orphaned(Terminated):
+    """The process that launched this one (a sweep's launcher) is gone: stop as for SIGTERM."""
+
+
 STOPS = (KeyboardInterrupt, Terminated)  # requests to stop: the run ends KILLED, not FAILED
 _pending: list[BaseException] = []  # a stop request not yet seen through to a run's end
+_orphaned: list[str] = []  # why this process is orphaned, once its watchdog found it so
+_everywhere: list[BaseException] = []  # a stop that other threads honour too (see stop_threads)
+STOP_ASKED = threading.Event()  # set by the first SIGINT or SIGTERM that raised here
 
 
 def raise_terminated(signum, frame) -> None:
-    _pending[:] = [Terminated("terminated by SIGTERM")]
+    _pending[:] = [Orphaned(_orphaned[0]) if _orphaned else Terminated("terminated by SIGTERM")]
+    STOP_ASKED.set()
     raise _pending[0]
+
+
+def orphan(why: str) -> None:
+    """From now on SIGTERM (sent by this process's own watchdog) means :class:`Orphaned`."""
+    _orphaned[:] = [why]
+
+
+def stop_threads(e: BaseException | None) -> None:
+    """Make every other thread raise a copy of ``e`` at its next tracking call (its run then
+    ends KILLED with that reason), e.g. a sweep's logging threads after Ctrl-C; None: no more."""
+    _everywhere[:] = [] if e is None else [e]
 
 
 def raise_interrupted(signum, frame) -> None:
     _pending[:] = [KeyboardInterrupt()]
+    STOP_ASKED.set()
     raise _pending[0]
 
 
@@ -39,8 +59,17 @@ def raise_pending() -> None:
     """Raise the stop request that a signal made but that did not propagate (dropped where
     the handler ran); nothing if there is none, or while a stop is being handled (the partial
     record of an interrupted run is being written)."""
-    if _pending and not isinstance(sys.exc_info()[1], STOPS):
+    if isinstance(sys.exc_info()[1], STOPS):
+        return
+    if _everywhere and threading.current_thread() is not threading.main_thread():
+        raise type(_everywhere[0])(*_everywhere[0].args)
+    if _pending:
         raise _pending.pop()
+
+
+def take_pending() -> BaseException | None:
+    """The stop request not yet honoured, if any, now honoured by the caller (at exit)."""
+    return _pending.pop() if _pending else None
 
 
 def seen(e: BaseException) -> None:
@@ -83,6 +112,8 @@ def reason(e: BaseException) -> str:
     """Why a run stopped, in a line."""
     if isinstance(e, KeyboardInterrupt):
         return "interrupted (Ctrl-C / SIGINT)"
+    if isinstance(e, Orphaned):
+        return str(e)
     if isinstance(e, Terminated):
         return "terminated (SIGTERM)"
     return f"{type(e).__name__}: {e}"[:5000]
