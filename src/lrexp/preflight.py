@@ -48,6 +48,8 @@ def _explain(e: Exception, overrides: list[str]) -> str:
             return f"{group}={option}: no such option; allowed: {', '.join(options)}"
     if isinstance(e, OverrideParseException):
         return _unparsable(overrides, first)
+    if key := getattr(e, "full_key", None):  # OmegaConf's own (an interpolation: ${oops})
+        return f"{key}={_value(overrides, key)}: {first}; interpolations must resolve"
     return first
 
 
@@ -87,7 +89,8 @@ def error(overrides: list[str]) -> str | None:
         if type(e).__name__ == "MissingMandatoryValue":
             return None  # a required value (data.path=???): the run reports it, naming the key
         return _explain(e, overrides)
-    return tracking_error(typed.tracking.enabled, typed.tracking.uri, typed.tracking.experiment)
+    problem = tracking_error(typed.tracking.enabled, typed.tracking.uri, typed.tracking.experiment)
+    return problem or _run_dir_error(overrides)
 
 
 def tracking_error(enabled: bool, uri: str, experiment: str) -> str | None:
@@ -133,3 +136,16 @@ def check(argv: list[str]) -> str | None:
     if any(a.startswith("-") for a in argv):
         return None
     return error(argv)
+
+
+def _run_dir_error(overrides: list[str]) -> str | None:
+    """Why Hydra could not make the run's output directory (``hydra.run.dir``); None when it can.
+    Made here, as Hydra would make it next: Hydra's own failure is a traceback."""
+    given = _value(overrides, "hydra.run.dir")
+    if given == "?" or "${" in given:  # the default, or interpolations (${now:...})
+        return None
+    try:
+        os.makedirs(given, exist_ok=True)
+    except OSError as e:
+        return f"hydra.run.dir={given}: must be a directory lrexp can make ({e.strerror})"
+    return None

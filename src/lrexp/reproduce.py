@@ -2,6 +2,11 @@
 
 python -m lrexp.reproduce <run id>              # a new run, tagged lrexp.reproduction_of=<run id>
 python -m lrexp.reproduce <run id> --no-track   # re-run and compare, log nothing
+python -m lrexp.reproduce <run id> --data PATH  # a run on a data file: read PATH
+
+The config read back from MLflow names files, and a store is shared data: a reproduction reads a
+data file only where its own command line names it (``--data PATH``, or ``--logged-data`` to
+confirm the logged ``data.path``), and its errors quote nothing of the file's content.
 
 The config read back from MLflow is untrusted input: it is rebuilt through the command line's
 schemas and checks (:func:`lrexp.config.from_container`, :func:`lrexp.config.validate`), and
@@ -44,6 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--uri", default="sqlite:///mlflow.db", help="tracking URI (relative sqlite: cwd)"
     )
     p.add_argument("--no-track", action="store_true", help="do not log the reproduction as a run")
+    p.add_argument("--data", metavar="PATH", help="a run on a file: read PATH, not its data.path")
+    p.add_argument("--logged-data", action="store_true", help="a run on a file: read its data.path")
     return p.parse_args(argv)
 
 
@@ -132,8 +139,7 @@ def reproduce(args: argparse.Namespace) -> int:
     if hasattr(cfg.tracking, "skip_finished"):
         tracked_as["skip_finished"] = False  # the original run is that config's FINISHED run
     cfg = replace(cfg, tracking=replace(cfg.tracking, **tracked_as))
-    logged_dir = run["tags"].get("lrexp.base_dir")
-    base_dir = Path(logged_dir) if logged_dir and Path(logged_dir).is_dir() else Path.cwd()
+    cfg, base_dir = data_source(cfg, args, run["tags"].get("lrexp.base_dir"))
     config.validate(cfg, base_dir)
     overrides = logged_overrides(reader.artifact_text(uri, args.run_id, "config/overrides.yaml"))
     print(f"lrexp reproduce: run {args.run_id} ({run['name']}, {run['status']})", flush=True)
@@ -156,6 +162,29 @@ def reproduce(args: argparse.Namespace) -> int:
     same = logged.shape == outcome.theta.shape and np.allclose(outcome.theta, logged, RTOL, ATOL)
     print("θ matches" if same else "θ differs", flush=True)
     return 0 if same else 1
+
+
+def data_source(cfg: Config, args: argparse.Namespace, logged_dir: str | None) -> tuple:
+    """The config and base directory to reproduce with: a data file is read only where the
+    command line names it, ``--data PATH`` (in place of the logged one) or ``--logged-data``."""
+    logged = Path(logged_dir) if logged_dir and Path(logged_dir).is_dir() else Path.cwd()
+    if not isinstance(cfg.data, config.FileData):
+        if args.data is not None or args.logged_data:
+            flag = "--data" if args.data is not None else "--logged-data"
+            raise ReproduceError(f"{flag}: run {args.run_id} reads no file (data={cfg.data.name})")
+        return cfg, logged
+    if args.data is not None and args.logged_data:
+        raise ReproduceError("--data and --logged-data: give one (--data PATH reads PATH)")
+    if args.data is not None:
+        return replace(cfg, data=replace(cfg.data, path=os.path.abspath(args.data))), Path.cwd()
+    if args.logged_data:
+        return cfg, logged
+    shown = cfg.data.path if len(cfg.data.path) <= 80 else cfg.data.path[:77] + "..."
+    raise ReproduceError(
+        f"run {args.run_id} read data.path={shown!r}: a stored config may name any file, so "
+        "reproduce reads only the one its command line names: --data PATH, or --logged-data "
+        "to read the logged data.path"
+    )
 
 
 def diverged_at(run: dict) -> tuple[int, int | None] | None:
@@ -207,13 +236,22 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return reproduce(args)
-    except (ReproduceError, ConfigError, DataError) as e:
+    except DataError as e:  # the data file's column names and cells stay out of the message
+        print(f"lrexp: error: {e.key}={e.value!r}: {unquoted(e.allowed)}", file=sys.stderr)
+        return 2
+    except (ReproduceError, ConfigError) as e:
         print(f"lrexp: error: {e}", file=sys.stderr, flush=True)
         return 2
     except Exception as e:  # the reproduction failed: one line, not a traceback
-        first = (str(e).splitlines() or [""])[0]
+        first = unquoted((str(e).splitlines() or [""])[0])
         print(f"lrexp: error: reproducing failed: {type(e).__name__}: {first}", file=sys.stderr)
         return 1
+
+
+def unquoted(text: str) -> str:
+    """``text`` without what it quotes of a file: lists of names and quoted cells become …"""
+    text = re.sub(r"\[[^\]]*\]?", "[…]", text)
+    return re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
 
 
 if __name__ == "__main__":

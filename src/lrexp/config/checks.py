@@ -6,21 +6,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import fields, is_dataclass
+from os.path import abspath
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from lrexp.config import limits, sizes
+from lrexp.config.errors import ConfigError
+from lrexp.config.limits import INT32_MAX
 from lrexp.config.schema import SCHEMAS, Config, FileData, LinearData, TrainConfig
 from lrexp.core import optim
-
-
-class ConfigError(ValueError):
-    """A configuration value that is not allowed: names the key, the value and what is allowed."""
-
-    def __init__(self, key: str, value: Any, allowed: str):
-        self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"{key}={value!r}: {allowed}")
 
 
 def _finite(v: Any) -> bool:
@@ -34,7 +30,22 @@ def _rule(test: Callable[[Any], bool], allowed: str) -> tuple[Callable[[Any], bo
 _UNIT = _rule(lambda v: _finite(v) and 0 <= v < 1, "must be a number in [0, 1)")
 _POSITIVE = _rule(lambda v: _finite(v) and v > 0, "must be a finite number > 0")
 _NON_NEGATIVE = _rule(lambda v: _finite(v) and v >= 0, "must be a finite number >= 0")
-_COUNT = _rule(lambda v: isinstance(v, int) and v >= 1, "must be an integer >= 1")
+
+
+def _int(v: Any, low: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= INT32_MAX
+
+
+def _count(low: int, null: str = "", note: str = "") -> tuple[Callable[[Any], bool], str]:
+    """An integer from ``low`` to int32's largest (the loop counts in int32); null where ``null``
+    says what null means."""
+    test = (lambda v: v is None or _int(v, low)) if null else (lambda v: _int(v, low))
+    allowed = f"an integer >= {low}{note} and <= {INT32_MAX}"
+    return _rule(test, f"must be null ({null}) or {allowed}" if null else f"must be {allowed}")
+
+
+_COUNT = _count(1)
+LBFGS_MEMORY = 10_000  # the most past steps L-BFGS keeps (optimizer.memory_size)
 
 # One rule per field name, wherever the field appears: the same knob means the same thing in
 # every optimizer (Optax's naming), so it is checked the same way.
@@ -47,16 +58,15 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eps": _POSITIVE,
     "weight_decay": _NON_NEGATIVE,
     "initial_accumulator_value": _NON_NEGATIVE,
-    "memory_size": _COUNT,
+    "memory_size": _rule(  # Optax's default is 10; past the run's steps more only costs memory
+        lambda v: _int(v, 1) and v <= LBFGS_MEMORY, f"must be an integer >= 1 and <= {LBFGS_MEMORY}"
+    ),
     "transition_steps": _COUNT,
     "decay_rate": _POSITIVE,
-    "decay_steps": _rule(
-        lambda v: v is None or (isinstance(v, int) and v >= 1),
-        "must be null (all steps) or an integer >= 1",
-    ),
+    "decay_steps": _count(1, "all steps"),
     "alpha": _rule(lambda v: _finite(v) and 0 <= v <= 1, "must be a number in [0, 1]"),
-    "warmup_steps": _rule(lambda v: isinstance(v, int) and v >= 0, "must be an integer >= 0"),
-    "n": _rule(lambda v: isinstance(v, int) and v >= 2, "must be an integer >= 2"),
+    "warmup_steps": _count(0),
+    "n": _count(2),
     "noise": _NON_NEGATIVE,
     "bias": _rule(_finite, "must be a finite number"),
     "weights": _rule(
@@ -74,41 +84,30 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "must be null (all other columns) or a non-empty list of distinct names",
     ),
     "epochs": _COUNT,
-    "max_curve_points": _rule(
-        lambda v: isinstance(v, int) and v >= 3, "must be an integer >= 3 (first, best, last)"
-    ),
+    "max_curve_points": _count(3, note=" (first, best, last)"),
     "sweep_model": _rule(lambda v: v in ("best", "every"), "must be one of: best, every"),
     "cv": _rule(
         lambda v: v in ("independent", "sequential"),
         "must be one of: independent (a model per fold, from zeros), "
         "sequential (one model through the folds in turn)",
     ),
-    "batch_size": _rule(
-        lambda v: v is None or (isinstance(v, int) and v >= 1),
-        "must be null (full batch) or an integer >= 1",
-    ),
-    "steps": _rule(
-        lambda v: v is None or (isinstance(v, int) and v >= 1),
-        "must be null (use train.epochs) or an integer >= 1",
-    ),
-    "shuffle_block": _rule(
-        lambda v: isinstance(v, int) and v >= 1,
-        "must be an integer >= 1 (1: rows shuffled one by one)",
-    ),
+    "batch_size": _count(1, "full batch"),
+    "steps": _count(1, "use train.epochs"),
+    "shuffle_block": _count(1, note=" (1: rows shuffled one by one)"),
     "tol": _rule(
         lambda v: v is None or (_finite(v) and v >= 0), "must be null (off) or a finite number >= 0"
     ),
     "test_fraction": _rule(lambda v: _finite(v) and 0 < v < 1, "must be a number in (0, 1)"),
-    "folds": _rule(
-        lambda v: v is None or (isinstance(v, int) and v >= 2),
-        "must be null (single split) or an integer >= 2",
-    ),
+    "folds": _count(2, "single split"),
     "dtype": _rule(lambda v: v in ("float32", "float64"), "must be one of: float32, float64"),
     "reduction": _rule(
         lambda v: v in ("mean", "sum"),
         "must be one of: mean (steps on the batch's MSE), sum (on its TSSE)",
     ),
-    "seed": _rule(lambda v: isinstance(v, int) and 0 <= v < 2**63, "must be an integer >= 0"),
+    "seed": _rule(
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63,
+        f"must be an integer >= 0 and <= {2**63 - 1}",
+    ),
     "experiment": _rule(lambda v: bool(v.strip()), "must be a non-empty experiment name"),
 }
 
@@ -158,6 +157,8 @@ def validate(cfg: Config, base_dir: str | Path = ".") -> None:
     _check_data(cfg.data, base_dir)
     _check_train(cfg.train, cfg.optimizer.name)
     _check_log_steps(cfg)
+    if isinstance(cfg.data, LinearData):  # its size is known before the data is made
+        sizes.check_memory(cfg, n_rows=cfg.data.n, n_features=len(cfg.data.weights))
 
 
 def _check_data(data: Any, base_dir: str | Path) -> None:
@@ -192,10 +193,15 @@ def _check_file(data: FileData, base_dir: str | Path) -> None:
     if not data.path:
         raise ConfigError("data.path", data.path, f"must name a {kind} file")
     path = Path(base_dir, data.path)
+    # abspath, not resolve: a symlink loop is no file, not a crash
     if not (path.is_file() or _parquet_dir(path)):
         raise ConfigError(
-            "data.path", data.path, f"must be an existing {kind} file (looked for {path.resolve()})"
+            "data.path", data.path, f"must be an existing {kind} file (looked for {abspath(path)})"
         )
+    size = path.stat().st_size if fmt in ("csv", "tsv") else 0  # Parquet can be read streamed
+    if size > limits.SHARE * (memory := limits.machine_memory()):
+        allowed = f"is {limits.gigabytes(size)}, this machine has {limits.gigabytes(memory)}"
+        raise ConfigError("data.path", data.path, allowed)
     if data.features and data.target in data.features:
         raise ConfigError(
             "data.features",
@@ -240,34 +246,4 @@ def _check_log_steps(cfg: Config) -> None:
             "train.shuffle_block",
             cfg.train.shuffle_block,
             "must be 1 with tracking.log_steps=true (a batch's MSE is taken on its rows)",
-        )
-
-
-def validate_sizes(cfg: Config, *, n_rows: int, n_features: int, n_train: int) -> None:
-    """Check the values that depend on the loaded data's size."""
-    if n_rows < n_features + 2:
-        key, value = (
-            ("data.path", cfg.data.path) if isinstance(cfg.data, FileData) else ("data.n", n_rows)
-        )
-        raise ConfigError(
-            key,
-            value,
-            f"has {n_rows} rows for {n_features} features; needs at "
-            f"least {n_features + 2} (the least-squares fit must be determined)",
-        )
-    if cfg.train.folds is not None and cfg.train.folds > n_rows:
-        raise ConfigError(
-            "train.folds", cfg.train.folds, f"must be <= the number of rows ({n_rows})"
-        )
-    if n_train < n_features + 1:
-        raise ConfigError(
-            "train.test_fraction" if cfg.train.folds is None else "train.folds",
-            cfg.train.test_fraction if cfg.train.folds is None else cfg.train.folds,
-            f"leaves {n_train} training rows; at least {n_features + 1} are needed",
-        )
-    if cfg.train.batch_size is not None and cfg.train.batch_size > n_train:
-        raise ConfigError(
-            "train.batch_size",
-            cfg.train.batch_size,
-            f"must be <= the number of training rows ({n_train}), or null",
         )

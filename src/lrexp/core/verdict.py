@@ -127,6 +127,8 @@ def _smaller_lr(f: Facts, why: str) -> str | None:
 def advise(excess: float, t: Trend, f: Facts, *, diverged: bool, tol_met: bool) -> list[str]:
     """Short lines of advice for a run that did not converge."""
     lines: list[str | None] = []
+    if not diverged and not math.isfinite(excess):  # no lr or epochs make an MSE finite
+        return ["rescale the data: its MSE or variance is not a finite float64 number"]
     if diverged:
         lines.append(_smaller_lr(f, "it diverged"))
     elif tol_met and f.tol is not None:

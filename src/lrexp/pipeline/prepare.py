@@ -65,7 +65,8 @@ def prepare(cfg: Config, base_dir: str | Path = ".", *, shared: dict | None = No
                k_data, base_dir)  # fmt: skip
     n, m = ds.X.shape
     n_train = data.min_train_rows(n, t.test_fraction, t.folds)
-    config.validate_sizes(cfg, n_rows=n, n_features=m, n_train=n_train)  # batch size, too
+    largest = float(abs(ds.y).max())  # its squares must sum in float64
+    config.validate_sizes(cfg, n_rows=n, n_features=m, n_train=n_train, largest_target=largest)
     split_key = ("split", asdict(cfg.data), t.seed, t.folds, t.test_fraction, str(base_dir))
     parts, scalers, spread = _once(cache, split_key, _splits, cfg, ds, k_split)
     spec = loop_spec(cfg, n_train=len(parts[0][0]), n_features=m)
