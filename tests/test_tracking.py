@@ -329,7 +329,9 @@ def test_cv_theta_json_theta_is_the_mean_of_the_fold_thetas(cv_run, client, tmp_
     np.testing.assert_allclose(doc["theta"], fold_thetas.mean(axis=0), rtol=1e-12)
 
 
-@pytest.mark.parametrize("artifact", ["plots/loss_curve.svg", "plots/fitted_vs_actual.svg"])
+@pytest.mark.parametrize(
+    "artifact", ["plots/loss_curve.svg", "plots/fitted_vs_actual.svg", "plots/landscape.svg"]
+)
 def test_plots_are_well_formed_svg_images(adam_run, client, tmp_path, artifact):
     import xml.etree.ElementTree as ET
 
@@ -488,6 +490,7 @@ def test_run_has_provenance_tags(adam_run):
     assert tags["lrexp.hydra_core"] == hydra.__version__
     assert tags["lrexp.python"] == platform.python_version()
     assert tags["lrexp.jax_backend"] == jax.default_backend()
+    assert tags["lrexp.jax_devices"] == str(jax.device_count())
     assert tags["lrexp.dtype"] == adam_run.run.data.params["train.dtype"]
     assert tags["lrexp.command"].startswith("python")
 

@@ -17,7 +17,7 @@ from selenium.common.exceptions import StaleElementReferenceException, TimeoutEx
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from test_server import mlflow_server
-from test_ui import WAIT_S, artifacts_dir, chromium, close_assistant, screenshot, wait_for_text
+from test_ui import WAIT_S, artifacts_dir, assistant_open, chromium, screenshot, wait_for_text
 
 from lrexp import pipeline
 
@@ -55,10 +55,10 @@ def test_a_runs_page_leads_with_the_loss_and_a_cv_run_not_with_a_fold(tmp_path, 
     from mlflow.tracking import MlflowClient
 
     exp_id = MlflowClient(store).get_experiment_by_name(experiment).experiment_id
-    with mlflow_server(store, tmp_path) as url, chromium() as d:
+    with mlflow_server(store, tmp_path, app_name="lrexp") as url, chromium() as d:
         d.get(f"{url}/#/experiments/{exp_id}/runs/{ids['single']}/model-metrics")
         wait_for_text(d, "Model metrics", "train_mse")
-        close_assistant(d)
+        assert not assistant_open(d)
         headings = wait_for_sections(d, "Model metrics")
         assert headings[:3] == ["loss", "model", "optimizer"], headings
         assert headings[-1] == "Model metrics"  # the summaries, after the curves
@@ -66,7 +66,7 @@ def test_a_runs_page_leads_with_the_loss_and_a_cv_run_not_with_a_fold(tmp_path, 
 
         d.get(f"{url}/#/experiments/{exp_id}/runs/{ids['cv']}/model-metrics")
         wait_for_text(d, "Model metrics", "train_mse")
-        close_assistant(d)
+        assert not assistant_open(d)
         headings = wait_for_sections(d, "per_fold/fold_3")
         assert headings[0] == "loss", headings
         first_fold = next(i for i, h in enumerate(headings) if h.startswith("per_fold/"))

@@ -54,6 +54,7 @@ def _process_tags() -> dict[str, str]:
             for p in ("jax", "jaxlib", "optax", "mlflow", "hydra-core")
         },
         "lrexp.jax_backend": jax.default_backend(),
+        "lrexp.jax_devices": str(jax.device_count()),  # full batches and sweeps use them all
         "lrexp.command": command_line(),
     }
     out.update(code_version())
