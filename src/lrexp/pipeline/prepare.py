@@ -13,13 +13,14 @@ import jax
 import lrexp.pipeline.streamed as streamed
 from lrexp import config
 from lrexp.config import Config
-from lrexp.core import data, diagnostics, optim
+from lrexp.core import data, diagnostics
 from lrexp.core.data import Dataset
 from lrexp.pipeline.prepared import (  # noqa: F401  (re-exported: their users import them here)
     LINE_SEARCH_RTOL,
     Prepared,
     _in_loop_units,
     _once,
+    checked,
     hyper_for,
     log,
     loop_spec,
@@ -70,23 +71,7 @@ def prepare(cfg: Config, base_dir: str | Path = ".", *, shared: dict | None = No
     split_key = ("split", asdict(cfg.data), t.seed, t.folds, t.test_fraction, str(base_dir))
     parts, scalers, spread = _once(cache, split_key, _splits, cfg, ds, k_split)
     spec = loop_spec(cfg, n_train=len(parts[0][0]), n_features=m)
-    floats = optim.split_knobs(asdict(cfg.optimizer))[0]
-    checks = diagnostics.check(
-        spread,
-        batch_size=spec.batch_size,
-        optimizer=cfg.optimizer.name,
-        knobs=floats,
-        dtype=cfg.train.dtype,
-        reduction=spec.reduction,
-    )
-    for warning in checks.warnings:
-        log.warning(warning)
-    hyper = hyper_for(cfg, scalers[0])
-    batch = "full batch" if spec.batch_size is None else f"batch {spec.batch_size}"
-    title = (
-        f"lrexp: {cfg.optimizer.name} (lr {cfg.optimizer.lr:g}, {cfg.schedule.name}) on "
-        f"{ds.name} [{n} rows × {m} features], {batch}, {cfg.train.dtype}"
-    )
+    checks, hyper, title = checked(cfg, spread, spec, scalers[0], name=ds.name, rows=n, m=m)
     return Prepared(cfg, base_dir, ds, parts, scalers, spec, hyper, k_shuffle, title, checks)
 
 

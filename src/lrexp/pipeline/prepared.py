@@ -147,3 +147,21 @@ def _in_loop_units(tol: float, st: data.Standardizer) -> float:
     """``train.tol``, an improvement of the MSE in the target's units², on ỹ = (y − ȳ) / σ_y."""
     with np.errstate(over="ignore", under="ignore"):
         return float(np.float64(tol) / np.float64(st.y_scale) / np.float64(st.y_scale))
+
+
+def checked(cfg: Config, spread, spec, scaler, *, name: str, rows: int, m: int, how: str = ""):
+    """A run's pre-training diagnostics (each warning logged), its hyperparameters and the title
+    it prints: ``(checks, hyper, title)``; ``how`` qualifies the data (``", streamed"``)."""
+    floats = optim.split_knobs(asdict(cfg.optimizer))[0]
+    checks = diagnostics.check(
+        spread, batch_size=spec.batch_size, optimizer=cfg.optimizer.name, knobs=floats,
+        dtype=cfg.train.dtype, reduction=spec.reduction,
+    )  # fmt: skip
+    for warning in checks.warnings:
+        log.warning(warning)
+    batch = "full batch" if spec.batch_size is None else f"batch {spec.batch_size}"
+    title = (
+        f"lrexp: {cfg.optimizer.name} (lr {cfg.optimizer.lr:g}, {cfg.schedule.name}) on "
+        f"{name} [{rows} rows × {m} features{how}], {batch}, {cfg.train.dtype}"
+    )
+    return checks, hyper_for(cfg, scaler), title

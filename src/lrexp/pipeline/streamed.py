@@ -33,7 +33,7 @@ from lrexp.core import (
     row_cache,
     stream,
 )
-from lrexp.pipeline.prepared import Prepared, _once, hyper_for, log, loop_spec
+from lrexp.pipeline.prepared import Prepared, _once, checked, log, loop_spec
 
 MODES = ("auto", "true", "false")
 MEMORY_SHARE = 8  # auto streams data whose float64 columns pass 1/8 of the machine's memory
@@ -245,18 +245,8 @@ def _base(cfg, base_dir, dataset, parts, scalers, spread, sizes, m) -> dict:
         spe = spec.steps_per_epoch(n_train)
         split = min(spe, max(spec.split, -(-n_train // CALL_ROWS)))
         spec = replace(spec, chunk=1, split=split)
-    floats = optim.split_knobs(asdict(cfg.optimizer))[0]
-    checks = diagnostics.check(
-        spread, batch_size=spec.batch_size, optimizer=cfg.optimizer.name, knobs=floats,
-        dtype=cfg.train.dtype, reduction=spec.reduction,
-    )  # fmt: skip
-    for warning in checks.warnings:
-        log.warning(warning)
-    hyper = hyper_for(cfg, scalers[0])
-    batch = "full batch" if spec.batch_size is None else f"batch {spec.batch_size}"
-    title = (
-        f"lrexp: {cfg.optimizer.name} (lr {cfg.optimizer.lr:g}, {cfg.schedule.name}) on "
-        f"{dataset.name} [{rows} rows × {m} features, streamed], {batch}, {cfg.train.dtype}"
+    checks, hyper, title = checked(
+        cfg, spread, spec, scalers[0], name=dataset.name, rows=rows, m=m, how=", streamed"
     )
     k_shuffle = jax.random.split(jax.random.key(cfg.train.seed), 3)[2]
     return dict(
