@@ -209,8 +209,8 @@ def write_overlay(uri: str, runs: list[dict], path: Path, title: str, highlight:
 
 def apart(runs: list[dict], include: bool) -> tuple[list[dict], list[tuple[dict, str]]]:
     """The runs to rank and plot, and those left out (with ``include`` none) with their reason:
-    failed, killed or diverged (see :func:`lrexp.tracking.sweep_summary.failure`)."""
-    from lrexp.tracking.sweep_summary import failure
+    failed, killed or diverged (see :func:`lrexp.tracking.leaderboard.failure`)."""
+    from lrexp.tracking.leaderboard import failure
 
     if include:
         return runs, []

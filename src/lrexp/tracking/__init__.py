@@ -8,5 +8,6 @@
   calls out with :mod:`~lrexp.tracking.local`, built from :mod:`~lrexp.tracking.lifecycle`
   (runs opened and ended), :mod:`~lrexp.tracking.writer` (what a run writes) and
   :mod:`~lrexp.tracking.reader` (reading runs back); :mod:`~lrexp.tracking.sweep_summary`
-  ranks a sweep's children; :mod:`~lrexp.tracking.mlflow_private` isolates MLflow internals.
+  summarizes a sweep (its children ranked by :mod:`~lrexp.tracking.leaderboard`);
+  :mod:`~lrexp.tracking.mlflow_private` isolates MLflow internals.
 """
