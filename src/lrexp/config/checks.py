@@ -12,7 +12,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lrexp.config import limits, sizes
+import lrexp.config.limits as limits
+import lrexp.config.sizes as sizes
 from lrexp.config.errors import ConfigError
 from lrexp.config.limits import INT32_MAX
 from lrexp.config.schema import SCHEMAS, Config, FileData, LinearData, TrainConfig

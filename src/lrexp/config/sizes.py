@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from lrexp.config import limits
+import lrexp.config.limits as limits
 from lrexp.config.errors import ConfigError
 from lrexp.config.limits import INT32_MAX
 from lrexp.config.schema import Config, FileData

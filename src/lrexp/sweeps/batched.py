@@ -14,13 +14,12 @@ import queue
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from lrexp import config, pipeline
@@ -29,17 +28,11 @@ from lrexp.core import fit
 from lrexp.core.data import DataError
 from lrexp.pipeline import Diverged, Prepared, console, runner
 from lrexp.sweeps import stopping
+from lrexp.sweeps.jobs import Job
 from lrexp.tracking import client, signals
 
 log = logging.getLogger("lrexp")
 STACK_BYTES = 2**30  # most memory that per-member copies of the data may take in one batch
-
-
-@dataclass(frozen=True)
-class Job:
-    num: int
-    overrides: list[str]
-    cfg: DictConfig  # the job's composed config, without the ``hydra`` node
 
 
 def structure(p: Prepared) -> tuple:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from lrexp.core import fit
     from lrexp.pipeline import Prepared
     from lrexp.pipeline.job import SweepJob
-    from lrexp.sweeps.batched import Job
+    from lrexp.sweeps.jobs import Job
 
 logger = logging.getLogger("lrexp")
 # The data sets each tracking process (or this process's local tracking) has been sent already.
