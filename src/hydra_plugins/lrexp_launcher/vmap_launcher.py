@@ -19,7 +19,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +46,34 @@ class SweepConfigs:
     else is passed through to Hydra's loader.
 
     The sweeper composes each job only to check it, and drops the config: :meth:`for_launch`
-    hands that config to the launcher rather than composing the job a second time.
+    hands that config to the launcher rather than composing the job a second time. A job built
+    from an earlier one is its task config alone (no ``hydra`` node: the launcher would drop it,
+    and copying it costs as much as the rest); the launcher reports it with the earlier job's
+    Hydra config (:meth:`hydra_of`).
     """
 
     def __init__(self, loader) -> None:
         self._loader = loader
-        self._composed: dict[tuple, DictConfig] = {}
+        self._composed: dict[tuple, tuple[DictConfig, DictConfig]] = {}  # (full, task) by shape
         self._checked: dict[tuple, DictConfig] = {}  # composed for the sweeper's check
+        self._hydra_of: dict[tuple, DictConfig] = {}  # a task-only job's earlier full config
         self._hydra_parsed: tuple | None = None  # (master config, its Hydra overrides parsed)
 
-    def for_launch(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        """The job's config, for the launcher (which may change it)."""
+    def for_launch(
+        self, master_config: DictConfig, sweep_overrides: list[str]
+    ) -> tuple[DictConfig, DictConfig]:
+        """The job's config without its ``hydra`` node (for the launcher, which may change it),
+        and a config whose ``hydra`` node reports the job (its own, or an earlier job's)."""
         key = (id(master_config), tuple(sweep_overrides))
         if key not in self._checked:
             self.load_sweep_config(master_config, sweep_overrides)
-        return self._checked.pop(key)
+        cfg, earlier = self._checked.pop(key), self._hydra_of.pop(key, None)
+        if earlier is not None:  # task-only already
+            return cfg, earlier
+        task = copy.deepcopy(cfg)
+        with open_dict(task):
+            del task["hydra"]
+        return task, cfg
 
     def __getattr__(self, name: str):
         return getattr(self._loader, name)
@@ -84,19 +97,19 @@ class SweepConfigs:
         parser = OverridesParser.create()
         parsed = parser.parse_overrides(list(sweep_overrides))
         plain = [self._plain(o) for o in parsed]
-        cfg = self._compose(master_config, list(sweep_overrides), parsed, plain, parser)
-        self._checked[(id(master_config), tuple(sweep_overrides))] = cfg
+        key = (id(master_config), tuple(sweep_overrides))
+        cfg, earlier = self._compose(master_config, list(sweep_overrides), parsed, plain)
+        self._checked[key] = cfg
+        if earlier is not None:
+            self._hydra_of[key] = earlier
         return cfg
 
-    def _hydra_overrides(self, master_config: DictConfig, parser) -> list:
-        """The master config's Hydra overrides, parsed (once per master config)."""
-        if self._hydra_parsed is None or self._hydra_parsed[0] is not master_config:
-            lines = OmegaConf.to_container(master_config.hydra.overrides.hydra)
-            self._hydra_parsed = (master_config, parser.parse_overrides(lines))
-        return self._hydra_parsed[1]
-
-    def _compose(self, master_config, sweep_overrides, parsed, plain, parser) -> DictConfig:
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+    def _compose(
+        self, master_config, sweep_overrides, parsed, plain
+    ) -> tuple[DictConfig, DictConfig | None]:
+        """The job's full config (Hydra's), or its task config built from an earlier job of the
+        same shape with that job's full config (whose ``hydra`` node then reports it)."""
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
         shape = tuple(
             ("=", o.key_or_group) if p else o.input_line for o, p in zip(parsed, plain, strict=True)
@@ -104,23 +117,17 @@ class SweepConfigs:
         earlier = self._composed.get(shape)
         if earlier is None:
             cfg = self._loader.load_sweep_config(master_config, list(sweep_overrides))
-            self._composed[shape] = copy.deepcopy(cfg)
-            return cfg
-        cfg = copy.deepcopy(earlier)
+            task = copy.deepcopy(cfg)
+            with open_dict(task):
+                del task["hydra"]
+            self._composed[shape] = (copy.deepcopy(cfg), task)
+            return cfg, None
+        full, task = earlier
+        cfg = copy.deepcopy(task)
         ConfigLoaderImpl._apply_overrides_to_config(
             [o for o, p in zip(parsed, plain, strict=True) if p], cfg
         )
-        every = [*self._hydra_overrides(master_config, parser), *parsed]
-        task = [o for o in every if not o.is_hydra_override()]
-        cfg.hydra.overrides.task = [o.input_line for o in task]
-        dirname = cfg.hydra.job.config.override_dirname
-        cfg.hydra.job.override_dirname = get_overrides_dirname(
-            overrides=task,
-            kv_sep=dirname.kv_sep,
-            item_sep=dirname.item_sep,
-            exclude_keys=dirname.exclude_keys,
-        )
-        return cfg
+        return cfg, full
 
 
 class VmapLauncher(Launcher):
@@ -153,13 +160,8 @@ class VmapLauncher(Launcher):
         for idx, overrides in enumerate(job_overrides):
             num = initial_job_idx + idx
             log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
-            sweep_config = self.hydra_context.config_loader.for_launch(self.config, list(overrides))
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = num
-                sweep_config.hydra.job.num = num
-            task_cfg = copy.deepcopy(sweep_config)
-            with open_dict(task_cfg):
-                del task_cfg["hydra"]
+            loader = self.hydra_context.config_loader
+            task_cfg, sweep_config = loader.for_launch(self.config, list(overrides))
             jobs.append(batched.Job(num, list(overrides), task_cfg))
             configs.append(sweep_config)
         objectives = batched.run_jobs(jobs, base_dir=os.getcwd(), max_batch=self.max_batch)
